@@ -1,0 +1,1 @@
+"""The packaged Hydra config tree of kfbatch (installed as ``pipelines.conf``)."""

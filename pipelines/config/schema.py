@@ -1,0 +1,225 @@
+"""Typed schema of the kfbatch config tree, registered in Hydra's ConfigStore.
+
+The root dataclass :class:`Config` is the first entry of ``configs/config.yaml``'s defaults
+list, so every group file and every override is merged into typed nodes: OmegaConf rejects
+wrong types while composing, and :mod:`pipelines.config.validate` checks the rest (unknown
+keys added with ``+``, ranges, choices, cross-field rules) from the ``metadata`` of each field.
+
+Field metadata keys: ``ge``/``gt``/``le`` (numeric bounds), ``choices`` (allowed values),
+``pattern`` (regular expression for strings) and ``expected`` (how to describe a valid
+value in an error).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import MISSING
+
+__all__ = [
+    "STAGES",
+    "Config",
+    "CsvConfig",
+    "CvConfig",
+    "DataConfig",
+    "FeaturesConfig",
+    "InferenceConfig",
+    "ResourceSpec",
+    "ResourcesConfig",
+    "RuntimeConfig",
+    "ScheduleConfig",
+    "SplitConfig",
+    "Toleration",
+    "TrainerConfig",
+    "TuneConfig",
+    "register_schema",
+]
+
+#: Stages in pipeline order; ``stages`` in the config selects a subset.
+STAGES = ("etl", "train", "evaluate", "infer")
+
+#: Kubernetes resource quantity for memory (binary or decimal SI suffix), e.g. 512Mi, 4Gi, 2G.
+MEMORY_PATTERN = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$"
+#: DNS-1123 label: the pipeline name becomes Kubernetes and KFP resource names.
+NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+
+
+def knob(default: Any = MISSING, **rules: Any) -> Any:
+    """A dataclass field with a default and validation rules kept in its metadata."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=rules)
+    return field(default=default, metadata=rules)
+
+
+@dataclass
+class SplitConfig:
+    """Fractions of rows per split, assigned by a stable hash of the id column."""
+
+    train: float = knob(0.7, ge=0.0, le=1.0)
+    validation: float = knob(0.15, ge=0.0, le=1.0)
+    test: float = knob(0.15, ge=0.0, le=1.0)
+
+
+@dataclass
+class CsvConfig:
+    """CSV parsing options."""
+
+    delimiter: str = knob(",", pattern=r"^.$", expected="a single character")
+
+
+@dataclass
+class DataConfig:
+    """Where the raw data comes from and which columns play which role."""
+
+    kind: str = knob("csv", choices=("csv", "synthetic", "sklearn"))
+    uri: str | None = knob(None, expected="a CSV file or directory path, or an object-store URI")
+    rows: int = knob(100_000, ge=1)
+    dataset: str = knob("breast_cancer", choices=("breast_cancer",))
+    id_column: str | None = None
+    target: str = MISSING
+    split: SplitConfig = field(default_factory=SplitConfig)
+    csv: CsvConfig = field(default_factory=CsvConfig)
+    batch_rows: int = knob(131_072, ge=1024)
+
+
+@dataclass
+class FeaturesConfig:
+    """Column roles (``null`` = inferred from the data types) and encoding limits."""
+
+    numeric: list[str] | None = None
+    categorical: list[str] | None = None
+    timestamp: list[str] | None = None
+    drop: list[str] = knob([])
+    max_categories: int = knob(20, ge=1)
+
+
+@dataclass
+class TrainerConfig:
+    """Optimisation settings of the training step."""
+
+    epochs: int = knob(5, ge=1)
+    batch_size: int = knob(512, ge=1)
+    lr: float = knob(1e-3, gt=0.0)
+    weight_decay: float = knob(0.0, ge=0.0)
+    optimizer: str = knob("adamw", choices=("adam", "adamw", "sgd"))
+    nodes: int = knob(1, ge=1)
+    procs_per_node: int = knob(1, ge=1)
+
+
+@dataclass
+class CvConfig:
+    """K-fold cross-validation settings."""
+
+    folds: int = knob(5, ge=2)
+    stratify: bool = True
+    group_column: str | None = None
+    parallelism: int = knob(2, ge=1)
+
+
+@dataclass
+class TuneConfig:
+    """Hyperparameter search settings; ``space`` uses Hydra's sweep grammar per key."""
+
+    search: str = knob("random", choices=("random", "grid"))
+    n_trials: int = knob(8, ge=1)
+    parallelism: int = knob(2, ge=1)
+    objective: str = "val_roc_auc"
+    direction: str = knob("maximize", choices=("maximize", "minimize"))
+    space: dict[str, str] = knob({})
+
+
+@dataclass
+class InferenceConfig:
+    """Sharded batch scoring: ``shards`` fan-out branches, ``parallelism`` at a time."""
+
+    shards: int = knob(4, ge=1, le=1024)
+    parallelism: int = knob(2, ge=1)
+    batch_size: int = knob(4096, ge=1)
+    threshold: float = knob(0.5, ge=0.0, le=1.0)
+
+
+@dataclass
+class Toleration:
+    """A Kubernetes toleration for the step's pods."""
+
+    key: str = MISSING
+    operator: str = knob("Equal", choices=("Equal", "Exists"))
+    value: str | None = None
+    effect: str | None = knob(None, choices=(None, "NoSchedule", "PreferNoSchedule", "NoExecute"))
+
+
+@dataclass
+class ResourceSpec:
+    """What a step requests; unset fields (``null``) inherit from ``resources.default``."""
+
+    cpu: float | None = knob(None, gt=0.0, expected="a CPU count > 0 such as 0.5 or 2")
+    memory: str | None = knob(
+        None, pattern=MEMORY_PATTERN, expected="a Kubernetes quantity such as 512Mi or 4Gi"
+    )
+    gpu: int | None = knob(None, ge=0)
+    accelerator: str | None = None
+    node_selector: dict[str, str] | None = None
+    tolerations: list[Toleration] | None = None
+
+
+@dataclass
+class ResourcesConfig:
+    """Per-step resources: ``default`` for every step, ``steps.<name>`` to override."""
+
+    default: ResourceSpec = field(
+        default_factory=lambda: ResourceSpec(cpu=1.0, memory="2Gi", gpu=0)
+    )
+    steps: dict[str, ResourceSpec] = knob({})
+
+
+@dataclass
+class RuntimeConfig:
+    """How and where the local runner executes the DAG."""
+
+    runs_dir: str = "runs"
+    cache_dir: str = "${runtime.runs_dir}/.cache"
+    cache: bool = True
+    retries: int = knob(1, ge=0, le=20)
+    retry_backoff_s: float = knob(1.0, ge=0.0)
+    step_timeout_s: float = knob(0.0, ge=0.0, expected="seconds >= 0 (0 = no limit)")
+    cpus: float = knob(0.0, ge=0.0, expected="a CPU count >= 0 (0 = all cores)")
+    max_parallel: int = knob(0, ge=0, expected="a step count >= 0 (0 = from CPU requests)")
+
+
+@dataclass
+class ScheduleConfig:
+    """When the pipeline runs on a cluster (standard 5-field cron, or null for never)."""
+
+    cron: str | None = knob(
+        None,
+        pattern=r"^\S+\s+\S+\s+\S+\s+\S+\s+\S+$",
+        expected="a 5-field cron expression such as '0 2 * * *'",
+    )
+    timezone: str = "UTC"
+
+
+@dataclass
+class Config:
+    """The root of the composed config: one field per group plus top-level knobs."""
+
+    name: str = knob(MISSING, pattern=NAME_PATTERN, expected="a lowercase DNS-1123 label")
+    seed: int = knob(42, ge=0)
+    stages: list[str] = knob(list(STAGES))
+    data: DataConfig = field(default_factory=DataConfig)
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    model: dict[str, Any] = knob({})
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    cv: CvConfig = field(default_factory=CvConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+
+
+def register_schema() -> None:
+    """Store the root schema as ``kfbatch_schema`` (named first in ``config.yaml``)."""
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="kfbatch_schema", node=Config)

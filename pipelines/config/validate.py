@@ -1,0 +1,176 @@
+"""Checks of a composed config that OmegaConf's typing cannot express.
+
+OmegaConf rejects wrong types while Hydra composes. This module adds the rest: keys that
+slipped in through ``+key=value`` overrides, numeric ranges, choices and patterns declared in
+the schema's field metadata, and rules that span several fields (split fractions, stage
+dependencies, required data location). Every failure is a :class:`ConfigError` naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+import math
+import re
+import types
+import typing
+from collections.abc import Mapping
+from typing import Any
+
+from pipelines.config.schema import STAGES, Config
+from pipelines.errors import ConfigError
+
+__all__ = ["schema_at", "unknown_key_error", "validate"]
+
+#: Which stages each stage needs to have run in the same pipeline.
+STAGE_NEEDS = {"train": ("etl",), "evaluate": ("train",), "infer": ("train",)}
+
+
+def validate(container: Mapping[str, Any]) -> None:
+    """Check a resolved config container against :class:`Config` and its cross-field rules.
+
+    Raises:
+        ConfigError: for the first problem found, in schema order.
+    """
+    _check_node(Config, container, "")
+    _check_stages(container["stages"])
+    _check_data(container["data"])
+    _check_model(container["model"])
+    _check_resources(container["resources"])
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _dataclass_of(annotation: Any) -> type | None:
+    """The dataclass inside ``X``, ``X | None`` or ``None | X``, if any."""
+    candidates = typing.get_args(annotation) if _is_union(annotation) else (annotation,)
+    return next((c for c in candidates if dataclasses.is_dataclass(c)), None)
+
+
+def _is_union(annotation: Any) -> bool:
+    return typing.get_origin(annotation) in (typing.Union, types.UnionType)
+
+
+def _check_node(cls: type, node: Any, path: str) -> None:
+    if not isinstance(node, Mapping):
+        raise ConfigError(path, f"a mapping of {cls.__name__} fields", node)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in node:
+        if key not in fields:
+            raise unknown_key_error(cls, path, str(key))
+    for name, f in fields.items():
+        _check_field(f, _hints(cls)[name], node.get(name), f"{path}{name}")
+
+
+def unknown_key_error(cls: type, path: str, key: str) -> ConfigError:
+    """The error for ``key`` not being a field of ``cls`` (the node at ``path``)."""
+    names = [f.name for f in dataclasses.fields(cls)]
+    hint = difflib.get_close_matches(key, names, n=1)
+    did_you_mean = f" (did you mean '{hint[0]}'?)" if hint else ""
+    return ConfigError(f"{path}{key}", f"one of the keys {', '.join(names)}{did_you_mean}", key)
+
+
+def schema_at(dotted: str) -> type | None:
+    """The dataclass that types the config node at ``dotted`` (``''`` is the root)."""
+    cls: type | None = Config
+    parts = [p for p in re.split(r"[.\[\]]", dotted) if p]
+    while parts and cls is not None:
+        annotation = _hints(cls).get(parts.pop(0))
+        if typing.get_origin(annotation) is dict:
+            annotation = typing.get_args(annotation)[1]
+            if parts:
+                parts.pop(0)
+        cls = _dataclass_of(annotation) if annotation is not None else None
+    return cls
+
+
+def _check_field(f: dataclasses.Field, annotation: Any, value: Any, key: str) -> None:
+    rules = f.metadata
+    expected = rules.get("expected")
+    if value is None:
+        return
+    nested = _dataclass_of(annotation)
+    origin = typing.get_origin(annotation)
+    if nested is not None:
+        _check_node(nested, value, f"{key}.")
+    elif origin is dict and (item_cls := _dataclass_of(typing.get_args(annotation)[1])):
+        for name, item in value.items():
+            _check_node(item_cls, item, f"{key}.{name}.")
+    elif _is_union(annotation) and (item_cls := _list_item_dataclass(annotation)):
+        for i, item in enumerate(value):
+            _check_node(item_cls, item, f"{key}[{i}].")
+    if "choices" in rules and value not in rules["choices"]:
+        options = ", ".join(repr(c) for c in rules["choices"])
+        raise ConfigError(key, expected or f"one of {options}", value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        _check_bounds(rules, value, key, expected)
+    if "pattern" in rules and not re.fullmatch(rules["pattern"], str(value)):
+        raise ConfigError(key, expected or f"a value matching {rules['pattern']}", value)
+
+
+def _list_item_dataclass(annotation: Any) -> type | None:
+    for arg in typing.get_args(annotation):
+        if typing.get_origin(arg) is list:
+            return _dataclass_of(typing.get_args(arg)[0])
+    return None
+
+
+def _check_bounds(rules: Mapping[str, Any], value: float, key: str, expected: str | None) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(key, expected or "a finite number", value)
+    if "ge" in rules and value < rules["ge"]:
+        raise ConfigError(key, expected or f"a number >= {rules['ge']}", value)
+    if "gt" in rules and value <= rules["gt"]:
+        raise ConfigError(key, expected or f"a number > {rules['gt']}", value)
+    if "le" in rules and value > rules["le"]:
+        raise ConfigError(key, expected or f"a number <= {rules['le']}", value)
+
+
+def _check_stages(stages: list[str]) -> None:
+    if not stages:
+        raise ConfigError("stages", f"a non-empty list drawn from {list(STAGES)}", stages)
+    for stage in stages:
+        if stage not in STAGES:
+            hint = difflib.get_close_matches(stage, STAGES, n=1)
+            did_you_mean = f" (did you mean '{hint[0]}'?)" if hint else ""
+            raise ConfigError("stages", f"stages from {list(STAGES)}{did_you_mean}", stage)
+    if len(set(stages)) != len(stages):
+        raise ConfigError("stages", "each stage at most once", stages)
+    for stage in stages:
+        missing = [need for need in STAGE_NEEDS.get(stage, ()) if need not in stages]
+        if missing:
+            raise ConfigError(
+                "stages", f"'{stage}' together with {missing} (it consumes their outputs)", stages
+            )
+
+
+def _check_data(data: Mapping[str, Any]) -> None:
+    split = data["split"]
+    total = split["train"] + split["validation"] + split["test"]
+    if not math.isclose(total, 1.0, abs_tol=1e-6):
+        raise ConfigError("data.split", "train + validation + test = 1", f"sum {total:g}")
+    if split["train"] <= 0:
+        raise ConfigError("data.split.train", "a fraction > 0 (training needs rows)", 0.0)
+    if data["kind"] == "csv" and not data["uri"]:
+        raise ConfigError("data.uri", "the CSV file or directory to read when data.kind=csv")
+    if data["id_column"] is not None and data["id_column"] == data["target"]:
+        raise ConfigError("data.id_column", "a column other than data.target", data["id_column"])
+
+
+def _check_model(model: Mapping[str, Any]) -> None:
+    target = model.get("_target_")
+    if not isinstance(target, str) or not re.fullmatch(
+        r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+", target
+    ):
+        raise ConfigError("model._target_", "the import path of a model class (a.b.Class)", target)
+
+
+def _check_resources(resources: Mapping[str, Any]) -> None:
+    default = resources["default"]
+    for required in ("cpu", "memory"):
+        if default.get(required) is None:
+            raise ConfigError(f"resources.default.{required}", "a value for every step", None)

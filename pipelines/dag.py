@@ -1,0 +1,343 @@
+"""The DAG: the one place where the pipeline's shape is decided.
+
+:func:`build_dag` turns a validated :class:`Config` into steps, their connections, resources
+and fan-outs. Backends translate the DAG and never re-decide it: the local runner executes
+:meth:`Dag.nodes` (fan-outs expanded into one node per item), a KFP compiler maps a fan-out
+step to ``dsl.ParallelFor`` over ``FanOut.items`` and a collected input to ``dsl.Collected``.
+The same config always gives the same DAG (:meth:`Dag.digest` is stable across processes).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipelines.config.schema import Config, ResourceSpec
+
+__all__ = [
+    "RUN_ID",
+    "Dag",
+    "FanOut",
+    "Node",
+    "Ref",
+    "Resources",
+    "Step",
+    "Uri",
+    "build_dag",
+]
+
+#: Placeholder for the run id inside params: backends substitute their run id at execution
+#: time (the local run id, or KFP's job id), and it never enters a cache key.
+RUN_ID = "{{kfbatch.run_id}}"
+
+
+@dataclass(frozen=True)
+class Ref:
+    """An output of another step; for a fan-out step, the list collected from every branch."""
+
+    step: str
+    output: str
+
+
+@dataclass(frozen=True)
+class Uri:
+    """Data outside the pipeline: a local path or an object-store URI."""
+
+    uri: str
+
+
+@dataclass(frozen=True)
+class Toleration:
+    """A Kubernetes toleration."""
+
+    key: str
+    operator: str = "Equal"
+    value: str | None = None
+    effect: str | None = None
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one step (one branch of a fan-out) requests."""
+
+    cpu: float
+    memory: str
+    gpu: int = 0
+    accelerator: str | None = None
+    node_selector: tuple[tuple[str, str], ...] = ()
+    tolerations: tuple[Toleration, ...] = ()
+
+    @property
+    def threads(self) -> int:
+        """Compute threads a step should use: its CPU request rounded up."""
+        return max(1, math.ceil(self.cpu))
+
+
+@dataclass(frozen=True)
+class FanOut:
+    """Run the step once per item, ``parallelism`` at a time, with ``params[param] = item``."""
+
+    param: str
+    items: tuple[Any, ...]
+    parallelism: int
+
+
+@dataclass(frozen=True)
+class Step:
+    """One declared step; a fan-out step stands for one branch per item."""
+
+    name: str
+    component: str
+    params: Mapping[str, Any]
+    inputs: Mapping[str, Ref | Uri]
+    outputs: tuple[str, ...]
+    resources: Resources
+    retries: int = 0
+    cache: bool = True
+    timeout_s: float = 0.0
+    fan_out: FanOut | None = None
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Node:
+    """A unit the local runner executes: a step, or one branch of a fan-out step."""
+
+    name: str
+    step: Step
+    params: Mapping[str, Any]
+    index: int | None = None
+
+
+@dataclass(frozen=True)
+class Dag:
+    """Steps in topological order (every input refers to an earlier step)."""
+
+    name: str
+    steps: tuple[Step, ...]
+    _by_name: Mapping[str, Step] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        by_name: dict[str, Step] = {}
+        for step in self.steps:
+            if step.name in by_name:
+                raise ValueError(f"duplicate step name {step.name!r}")
+            for ref in step.inputs.values():
+                if isinstance(ref, Ref) and (
+                    ref.step not in by_name or ref.output not in by_name[ref.step].outputs
+                ):
+                    raise ValueError(f"step {step.name!r} reads {ref} before it is produced")
+            by_name[step.name] = step
+        object.__setattr__(self, "_by_name", by_name)
+
+    def step(self, name: str) -> Step:
+        """The step called ``name``."""
+        return self._by_name[name]
+
+    def upstream(self, step: Step) -> list[str]:
+        """Names of the steps whose outputs ``step`` reads, in input order, without repeats."""
+        names = [ref.step for ref in step.inputs.values() if isinstance(ref, Ref)]
+        return list(dict.fromkeys(names))
+
+    def nodes(self) -> Iterator[Node]:
+        """Every executable node in topological order, fan-outs expanded per item."""
+        for step in self.steps:
+            if step.fan_out is None:
+                yield Node(step.name, step, dict(step.params))
+                continue
+            for index, item in enumerate(step.fan_out.items):
+                params = {**step.params, step.fan_out.param: item}
+                yield Node(f"{step.name}-{index}", step, params, index)
+
+    def node_names(self, step_name: str) -> list[str]:
+        """The node names a step expands to (one, or one per fan-out item)."""
+        step = self.step(step_name)
+        if step.fan_out is None:
+            return [step.name]
+        return [f"{step.name}-{i}" for i in range(len(step.fan_out.items))]
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready description of the DAG, stable for the same config."""
+        return {"name": self.name, "steps": [_plain(step) for step in self.steps]}
+
+    def digest(self) -> str:
+        """sha256 of the canonical JSON form: equal digests mean identical DAGs."""
+        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (Ref, Uri)):
+        return {type(value).__name__.lower(): dataclasses.asdict(value)}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def build_dag(config: Config) -> Dag:
+    """Build the pipeline's DAG from a validated config."""
+    builder = _Builder(config)
+    stages = set(config.stages)
+    if "etl" in stages:
+        builder.add_etl()
+    if "train" in stages:
+        builder.add_train()
+    if "evaluate" in stages:
+        builder.add_evaluate()
+    if "infer" in stages:
+        builder.add_infer()
+    return Dag(config.name, tuple(builder.steps))
+
+
+class _Builder:
+    """Accumulates steps; one method per stage keeps each stage's wiring in one place."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.steps: list[Step] = []
+
+    def _add(self, name: str, component: str, **kwargs: Any) -> None:
+        runtime = self.config.runtime
+        self.steps.append(
+            Step(
+                name=name,
+                component=component,
+                resources=self._resources(name),
+                retries=runtime.retries,
+                cache=runtime.cache,
+                timeout_s=runtime.step_timeout_s,
+                **kwargs,
+            )
+        )
+
+    def _resources(self, step_name: str) -> Resources:
+        spec = self.config.resources.default
+        override = self.config.resources.steps.get(step_name, ResourceSpec())
+        merged = {
+            f.name: getattr(override, f.name)
+            if getattr(override, f.name) is not None
+            else getattr(spec, f.name)
+            for f in dataclasses.fields(ResourceSpec)
+        }
+        return Resources(
+            cpu=float(merged["cpu"]),
+            memory=str(merged["memory"]),
+            gpu=int(merged["gpu"] or 0),
+            accelerator=merged["accelerator"],
+            node_selector=tuple(sorted((merged["node_selector"] or {}).items())),
+            tolerations=tuple(
+                Toleration(t.key, t.operator, t.value, t.effect)
+                for t in merged["tolerations"] or ()
+            ),
+        )
+
+    def add_etl(self) -> None:
+        data = self.config.data
+        if data.kind == "csv":
+            source: Ref | Uri = Uri(str(data.uri))
+        else:
+            self._add(
+                "datagen",
+                "components.datagen:run",
+                params={
+                    "kind": data.kind,
+                    "rows": data.rows,
+                    "seed": self.config.seed,
+                    "dataset": data.dataset,
+                },
+                inputs={},
+                outputs=("raw",),
+                description=f"generate the {data.kind} demo dataset as CSV",
+            )
+            source = Ref("datagen", "raw")
+        features = self.config.features
+        self._add(
+            "etl",
+            "components.etl:run",
+            params={
+                "format": "csv",
+                "id_column": data.id_column,
+                "target": data.target,
+                "split": dataclasses.asdict(data.split),
+                "shards": self.config.inference.shards,
+                "seed": self.config.seed,
+                "features": {
+                    "numeric": features.numeric,
+                    "categorical": features.categorical,
+                    "timestamp": features.timestamp,
+                    "drop": list(features.drop),
+                    "max_categories": features.max_categories,
+                },
+                "csv": dataclasses.asdict(data.csv),
+                "batch_rows": data.batch_rows,
+            },
+            inputs={"source": source},
+            outputs=("dataset", "feature_spec"),
+            description="split into train/validation/test and scoring shards; fit features",
+        )
+
+    def add_train(self) -> None:
+        trainer = self.config.trainer
+        self._add(
+            "train",
+            "components.train:run",
+            params={
+                "model": dict(self.config.model),
+                "trainer": {
+                    "epochs": trainer.epochs,
+                    "batch_size": trainer.batch_size,
+                    "lr": trainer.lr,
+                    "weight_decay": trainer.weight_decay,
+                    "optimizer": trainer.optimizer,
+                    "seed": self.config.seed,
+                    "threads": self._resources("train").threads,
+                },
+                "target": self.config.data.target,
+            },
+            inputs={"dataset": Ref("etl", "dataset"), "feature_spec": Ref("etl", "feature_spec")},
+            outputs=("model",),
+            description="train the model on the train split, early metrics on validation",
+        )
+
+    def add_evaluate(self) -> None:
+        self._add(
+            "evaluate",
+            "components.evaluate:run",
+            params={"split": "test", "threshold": self.config.inference.threshold},
+            inputs={"dataset": Ref("etl", "dataset"), "model": Ref("train", "model")},
+            outputs=("metrics",),
+            description="test-split metrics of the trained model",
+        )
+
+    def add_infer(self) -> None:
+        inference = self.config.inference
+        self._add(
+            "infer",
+            "components.infer:run",
+            params={
+                "batch_size": inference.batch_size,
+                "threshold": inference.threshold,
+                "run_id": RUN_ID,
+            },
+            inputs={"dataset": Ref("etl", "dataset"), "model": Ref("train", "model")},
+            outputs=("predictions",),
+            fan_out=FanOut("shard", tuple(range(inference.shards)), inference.parallelism),
+            description="score one shard of the scoring set",
+        )
+        self._add(
+            "publish",
+            "components.publish:run",
+            params={},
+            inputs={"predictions": Ref("infer", "predictions"), "dataset": Ref("etl", "dataset")},
+            outputs=("predictions",),
+            description="collect every shard's predictions; check one prediction per row",
+        )

@@ -1,0 +1,181 @@
+"""The step cache: content-addressed outputs keyed by (component version, params, inputs).
+
+A step's key is the sha256 of its component's source digest, its params (run-id placeholder
+unsubstituted) and the digests of its inputs. Outputs are produced in a temporary directory
+and committed by one ``rename`` to ``<cache_dir>/<key>/``, together with ``entry.json``
+(output digests and metrics): a directory with that name is always complete, so a run killed
+at any moment never leaves a half-written entry that a later run could mistake for a result.
+Input digests are the content digests of upstream outputs, so an upstream step that re-runs
+and produces identical bytes does not invalidate what follows.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipelines.errors import KfbatchError
+
+__all__ = [
+    "CacheEntry",
+    "StepCache",
+    "component_version",
+    "digest_path",
+    "step_key",
+]
+
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    """A committed step result."""
+
+    key: str
+    path: Path
+    outputs: dict[str, str]
+    metrics: dict[str, Any]
+
+    def output_path(self, name: str) -> Path:
+        """Where output ``name`` lives."""
+        return self.path / "outputs" / name
+
+
+class StepCache:
+    """The cache directory: look up, stage and commit step results."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def get(self, key: str) -> CacheEntry | None:
+        """The committed entry for ``key``, if there is one."""
+        path = self.root / key
+        try:
+            meta = json.loads((path / "entry.json").read_text())
+        except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
+            return None
+        return CacheEntry(key, path, meta["outputs"], meta["metrics"])
+
+    def stage(self, key: str, attempt: int) -> Path:
+        """A fresh temporary directory for one attempt; outputs go to ``<it>/outputs/<name>``."""
+        path = self.root / f".tmp-{key[:16]}-{attempt}-{uuid.uuid4().hex[:8]}"
+        (path / "outputs").mkdir(parents=True)
+        return path
+
+    def commit(
+        self, key: str, staged: Path, outputs: tuple[str, ...], metrics: Mapping[str, Any]
+    ) -> CacheEntry:
+        """Digest the staged outputs and move them into place as one entry (replacing any)."""
+        missing = [name for name in outputs if not (staged / "outputs" / name).exists()]
+        if missing:
+            raise KfbatchError(f"the step did not write its declared outputs {missing}")
+        digests = {name: digest_path(staged / "outputs" / name) for name in outputs}
+        meta = {"key": key, "outputs": digests, "metrics": dict(metrics)}
+        (staged / "entry.json").write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
+        final = self.root / key
+        if final.exists():
+            retired = self.root / f".old-{key[:16]}-{uuid.uuid4().hex[:8]}"
+            final.rename(retired)
+            shutil.rmtree(retired, ignore_errors=True)
+        staged.rename(final)
+        return CacheEntry(key, final, digests, meta["metrics"])
+
+    def discard(self, staged: Path) -> None:
+        """Remove an attempt's temporary directory."""
+        shutil.rmtree(staged, ignore_errors=True)
+
+
+def step_key(
+    component: str, params: Mapping[str, Any], inputs: Mapping[str, str | list[str]]
+) -> str:
+    """The cache key of a step given its component, params and input digests."""
+    payload = {
+        "component": component,
+        "version": component_version(component),
+        "params": params,
+        "inputs": inputs,
+    }
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@functools.cache
+def component_version(component: str) -> str:
+    """Digest of the source of the package (or module) that holds ``component``.
+
+    Any code change in that package gives new keys, so stale results are never reused.
+    Found without importing the component's module (which may import torch).
+    """
+    top = component.partition(":")[0].split(".")[0]
+    spec = importlib.util.find_spec(top)
+    if spec is None or (spec.origin is None and not spec.submodule_search_locations):
+        raise KfbatchError(f"component {component!r}: module {top!r} is not importable")
+    if spec.submodule_search_locations:
+        files = sorted(
+            f for root in spec.submodule_search_locations for f in Path(root).rglob("*.py")
+        )
+    else:
+        files = [Path(spec.origin)]
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(file.name.encode())
+        digest.update(file.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def digest_path(path: str | Path) -> str:
+    """sha256 over a file's bytes, or over a directory's relative paths and file bytes."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for file in files:
+        digest.update(str(file.relative_to(path) if file != path else file.name).encode())
+        with open(file, "rb") as handle:
+            while chunk := handle.read(_CHUNK):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def external_digest(uri: str, memo_file: Path) -> str:
+    """Digest of data outside the pipeline, memoised by (path, size, mtime) for local files.
+
+    Object-store URIs are identified by their size and modification time as the store
+    reports them: reading every byte of a bucket to decide about caching would cost more
+    than the step.
+    """
+    if "://" in uri and not uri.startswith("file://"):
+        import pyarrow.fs as pafs
+
+        filesystem, path = pafs.FileSystem.from_uri(uri)
+        selector = pafs.FileSelector(path, recursive=True, allow_not_found=False)
+        info = filesystem.get_file_info(path)
+        infos = (
+            filesystem.get_file_info(selector) if info.type == pafs.FileType.Directory else [info]
+        )
+        parts = sorted((i.path, i.size, str(i.mtime)) for i in infos)
+        return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
+    local = Path(uri.removeprefix("file://")).resolve()
+    if not local.exists():
+        raise KfbatchError(f"input {uri!r} does not exist; check data.uri")
+    files = [local] if local.is_file() else sorted(p for p in local.rglob("*") if p.is_file())
+    stamp = json.dumps([(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files])
+    try:
+        memo = json.loads(memo_file.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        memo = {}
+    if memo.get(str(local), {}).get("stamp") != stamp:
+        memo[str(local)] = {"stamp": stamp, "digest": digest_path(local)}
+        tmp = memo_file.with_name(f"{memo_file.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(memo))
+        os.replace(tmp, memo_file)
+    return memo[str(local)]["digest"]

@@ -1,0 +1,489 @@
+"""The embedded local runner: executes a DAG on this machine, in parallel, cached, resumable.
+
+Each run lives in ``<runs_dir>/<run-id>/``: the composed config, ``dag.json``, a run
+``manifest.json`` (rewritten atomically at every state change, so it is truthful even after a
+kill), and ``steps/<node>/`` with one log per attempt, the metrics, and ``outputs/<name>``
+links into the step cache. Nodes run as soon as their inputs exist, as many at once as their
+CPU requests fit in the machine (``runtime.cpus``) and fan-out parallelism allows, on warm
+worker processes. Re-running after a failure or a kill reuses every committed step result.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from pipelines.config.compose import ComposedConfig
+from pipelines.config.schema import RuntimeConfig
+from pipelines.dag import RUN_ID, Dag, Node, Ref, Uri, build_dag
+from pipelines.local.cache import StepCache, external_digest, step_key
+from pipelines.local.pool import WorkerPool
+from pipelines.local.worker import StepOutcome, StepTask
+
+__all__ = ["NodeRecord", "Reporter", "RunResult", "run_dag", "run_local"]
+
+log = logging.getLogger("kfbatch.runner")
+
+#: Node states; the terminal ones are succeeded, cached, failed and not_run.
+PENDING, RUNNING, SUCCEEDED, CACHED, FAILED, NOT_RUN = (
+    "pending",
+    "running",
+    "succeeded",
+    "cached",
+    "failed",
+    "not_run",
+)
+DONE = (SUCCEEDED, CACHED)
+
+
+@dataclass
+class NodeRecord:
+    """What happened to one node in this run (serialised into the run manifest)."""
+
+    node: str
+    step: str
+    component: str
+    status: str = PENDING
+    cache_key: str | None = None
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    inputs: dict[str, Any] = field(default_factory=dict)
+    outputs: dict[str, dict[str, str]] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    started_at: str | None = None
+    ended_at: str | None = None
+    error: str | None = None
+
+    @property
+    def log_path(self) -> str | None:
+        """The log of the last attempt, if the node ran in this run."""
+        return self.attempts[-1]["log"] if self.attempts else None
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """The outcome of a local run."""
+
+    run_id: str
+    run_dir: Path
+    status: str
+    nodes: dict[str, NodeRecord]
+    dag: Dag
+
+    @property
+    def ok(self) -> bool:
+        """Whether every node succeeded or was reused from the cache."""
+        return self.status == SUCCEEDED
+
+    @property
+    def failed(self) -> list[NodeRecord]:
+        """The nodes that failed."""
+        return [r for r in self.nodes.values() if r.status == FAILED]
+
+    def output(self, node: str, name: str) -> Path:
+        """Path of output ``name`` of ``node`` (a link into the step cache)."""
+        return self.run_dir / "steps" / node / "outputs" / name
+
+    def final_outputs(self) -> dict[str, Path]:
+        """``node.output`` -> path for outputs no other step reads: what the run produced."""
+        consumed = {
+            (ref.step, ref.output)
+            for step in self.dag.steps
+            for ref in step.inputs.values()
+            if isinstance(ref, Ref)
+        }
+        return {
+            f"{record.node}.{name}": self.output(record.node, name)
+            for record in self.nodes.values()
+            for name in record.outputs
+            if (record.step, name) not in consumed
+        }
+
+
+class Reporter(Protocol):
+    """Receives run progress; the CLI shows it live on a terminal or as log lines."""
+
+    def start(self, run_id: str, run_dir: Path, records: Mapping[str, NodeRecord]) -> None:
+        """The run starts with these nodes."""
+
+    def update(self, record: NodeRecord) -> None:
+        """A node changed state."""
+
+    def finish(self, result: RunResult) -> None:
+        """The run ended."""
+
+
+class _LogReporter:
+    """Plain log lines, one per state change."""
+
+    def start(self, run_id: str, run_dir: Path, records: Mapping[str, NodeRecord]) -> None:
+        log.info("run %s: %d steps in %s", run_id, len(records), run_dir)
+
+    def update(self, record: NodeRecord) -> None:
+        detail = f" ({record.error})" if record.error and record.status == FAILED else ""
+        attempt = f" attempt {len(record.attempts)}" if record.status == RUNNING else ""
+        log.info("step %s: %s%s%s", record.node, record.status, attempt, detail)
+
+    def finish(self, result: RunResult) -> None:
+        log.info("run %s: %s", result.run_id, result.status)
+
+
+def run_local(
+    composed: ComposedConfig,
+    *,
+    no_cache: bool = False,
+    run_id: str | None = None,
+    reporter: Reporter | None = None,
+) -> RunResult:
+    """Run the pipeline of a composed config on this machine.
+
+    Args:
+        composed: The composed and validated config.
+        no_cache: Execute every step even when a cached result exists (results are re-cached).
+        run_id: Name of the run folder; a timestamped id by default.
+        reporter: Progress sink; plain log lines by default.
+    """
+    return run_dag(
+        build_dag(composed.config),
+        composed.config.runtime,
+        config_yaml=composed.to_yaml(),
+        no_cache=no_cache,
+        run_id=run_id,
+        reporter=reporter,
+    )
+
+
+def run_dag(
+    dag: Dag,
+    runtime: RuntimeConfig,
+    *,
+    config_yaml: str = "",
+    no_cache: bool = False,
+    run_id: str | None = None,
+    reporter: Reporter | None = None,
+) -> RunResult:
+    """Execute ``dag`` with the local runner's settings ``runtime`` (see :func:`run_local`)."""
+    run_id = run_id or _new_run_id(dag.name)
+    runs_dir = Path(runtime.runs_dir)
+    run_dir = runs_dir / run_id
+    run_dir.mkdir(parents=True, exist_ok=False)
+    (run_dir / "config.yaml").write_text(config_yaml)
+    (run_dir / "dag.json").write_text(json.dumps(dag.to_dict(), indent=2, sort_keys=True))
+    _point_latest(runs_dir, run_id)
+    execution = _Execution(dag, runtime, run_id, run_dir, no_cache, reporter or _LogReporter())
+    return execution.run()
+
+
+def _new_run_id(name: str) -> str:
+    return f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{name}-{uuid.uuid4().hex[:4]}"
+
+
+def _point_latest(runs_dir: Path, run_id: str) -> None:
+    """Make ``<runs_dir>/latest`` a link to the newest run (replaced atomically)."""
+    tmp = runs_dir / f".latest-{uuid.uuid4().hex[:8]}"
+    tmp.symlink_to(run_id, target_is_directory=True)
+    os.replace(tmp, runs_dir / "latest")
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+class _Execution:
+    """The state of one run: the scheduling loop and its bookkeeping."""
+
+    def __init__(
+        self,
+        dag: Dag,
+        runtime: RuntimeConfig,
+        run_id: str,
+        run_dir: Path,
+        no_cache: bool,
+        reporter: Reporter,
+    ) -> None:
+        self.dag, self.runtime, self.run_id, self.run_dir = dag, runtime, run_id, run_dir
+        self.no_cache, self.reporter = no_cache, reporter
+        self.cache = StepCache(runtime.cache_dir)
+        self.nodes = {node.name: node for node in dag.nodes()}
+        self.records = {
+            name: NodeRecord(name, node.step.name, node.step.component)
+            for name, node in self.nodes.items()
+        }
+        self.upstream = {
+            name: [n for step in dag.upstream(node.step) for n in dag.node_names(step)]
+            for name, node in self.nodes.items()
+        }
+        self.cpus = runtime.cpus or float(os.cpu_count() or 1)
+        self.demand = {
+            name: min(node.step.resources.cpu, self.cpus) for name, node in self.nodes.items()
+        }
+        self.pool = WorkerPool(self._max_parallel())
+        self.staged: dict[str, Path] = {}
+        self.deadlines: dict[str, float] = {}
+        self.not_before: dict[str, float] = {}
+        self.stopping = False
+        self.started_at = _now()
+
+    def _max_parallel(self) -> int:
+        if self.runtime.max_parallel:
+            return self.runtime.max_parallel
+        smallest = min(self.demand.values(), default=1.0)
+        return max(1, min(64, int(self.cpus / smallest + 1e-9)))
+
+    def run(self) -> RunResult:
+        self.reporter.start(self.run_id, self.run_dir, self.records)
+        status = FAILED
+        try:
+            self._loop()
+            status = SUCCEEDED if all(r.status in DONE for r in self.records.values()) else FAILED
+        except KeyboardInterrupt:
+            status = "interrupted"
+            raise
+        finally:
+            self.pool.close()
+            for name in list(self.staged):
+                self._abandon(name, "interrupted" if status == "interrupted" else FAILED)
+            for record in self.records.values():
+                if record.status == PENDING:
+                    record.status = NOT_RUN
+            result = RunResult(self.run_id, self.run_dir, status, self.records, self.dag)
+            self._write_manifest(status)
+            self.reporter.finish(result)
+        return result
+
+    def _loop(self) -> None:
+        while True:
+            if not self.stopping:
+                self._dispatch_ready()
+            running = self.pool.running()
+            waiting = [
+                n for n, r in self.records.items() if r.status == PENDING and n in self.not_before
+            ]
+            if not running and not (waiting and not self.stopping):
+                return
+            timeout = self._wait_timeout()
+            if not running:
+                time.sleep(timeout)
+            for task, outcome in self.pool.wait(timeout):
+                self._finish(task.node, outcome)
+            self._enforce_timeouts()
+
+    def _wait_timeout(self) -> float:
+        now = time.monotonic()
+        wakeups = [*self.deadlines.values(), *self.not_before.values()]
+        return max(0.0, min([now + 1.0, *wakeups]) - now)
+
+    def _dispatch_ready(self) -> None:
+        progressed = True
+        while progressed:
+            progressed = False
+            for name, record in self.records.items():
+                if record.status != PENDING or not self._inputs_ready(name):
+                    continue
+                if self.not_before.get(name, 0.0) > time.monotonic():
+                    continue
+                if record.cache_key is None:
+                    self._prepare(name)
+                    if self._reuse_cached(name):
+                        progressed = True
+                        continue
+                if self._fits(name):
+                    self._launch(name)
+                    progressed = True
+
+    def _inputs_ready(self, name: str) -> bool:
+        return all(self.records[up].status in DONE for up in self.upstream[name])
+
+    def _prepare(self, name: str) -> None:
+        """Resolve input paths and digests, then compute the node's cache key."""
+        node, record = self.nodes[name], self.records[name]
+        digests: dict[str, Any] = {}
+        for input_name, source in node.step.inputs.items():
+            if isinstance(source, Uri):
+                digests[input_name] = external_digest(source.uri, self.cache.root / "external.json")
+            else:
+                ups = [self.records[n] for n in self.dag.node_names(source.step)]
+                values = [up.outputs[source.output]["digest"] for up in ups]
+                digests[input_name] = values if self._collected(source) else values[0]
+        record.inputs = digests
+        record.cache_key = step_key(node.step.component, node.params, digests)
+
+    def _collected(self, source: Ref) -> bool:
+        return self.dag.step(source.step).fan_out is not None
+
+    def _reuse_cached(self, name: str) -> bool:
+        node, record = self.nodes[name], self.records[name]
+        if self.no_cache or not node.step.cache:
+            return False
+        entry = self.cache.get(record.cache_key)
+        if entry is None:
+            return False
+        self._link_outputs(name, entry.path, entry.outputs)
+        record.metrics = entry.metrics
+        record.status = CACHED
+        record.started_at = record.ended_at = _now()
+        self._changed(record)
+        return True
+
+    def _fits(self, name: str) -> bool:
+        if not self.pool.has_capacity():
+            return False
+        running = self.pool.running()
+        used = sum(self.demand[n] for n in running)
+        if running and used + self.demand[name] > self.cpus + 1e-9:
+            return False
+        fan_out = self.nodes[name].step.fan_out
+        if fan_out is not None:
+            siblings = sum(1 for n in running if self.nodes[n].step is self.nodes[name].step)
+            return siblings < fan_out.parallelism
+        return True
+
+    def _launch(self, name: str) -> None:
+        node, record = self.nodes[name], self.records[name]
+        attempt = len(record.attempts) + 1
+        step_dir = self.run_dir / "steps" / name
+        step_dir.mkdir(parents=True, exist_ok=True)
+        staged = self.cache.stage(record.cache_key, attempt)
+        self.staged[name] = staged
+        log_path = step_dir / f"attempt-{attempt}.log"
+        record.attempts.append({"attempt": attempt, "started_at": _now(), "log": str(log_path)})
+        record.started_at = record.started_at or record.attempts[-1]["started_at"]
+        record.status = RUNNING
+        task = StepTask(
+            node=name,
+            component=node.step.component,
+            inputs=self._input_paths(node),
+            params=_substitute(node.params, RUN_ID, self.run_id),
+            outputs={out: str((staged / "outputs" / out).resolve()) for out in node.step.outputs},
+            log_path=str(log_path.resolve()),
+            threads=max(1, min(node.step.resources.threads, int(self.cpus))),
+            env={"KFBATCH_RUN_ID": self.run_id, "KFBATCH_STEP": name},
+        )
+        self.pool.submit(task)
+        self.not_before.pop(name, None)
+        if node.step.timeout_s:
+            self.deadlines[name] = time.monotonic() + node.step.timeout_s
+        self._changed(record)
+
+    def _input_paths(self, node: Node) -> dict[str, str | list[str]]:
+        paths: dict[str, str | list[str]] = {}
+        for input_name, source in node.step.inputs.items():
+            if isinstance(source, Uri):
+                uri = source.uri
+                paths[input_name] = uri if "://" in uri else str(Path(uri).resolve())
+                continue
+            found = [
+                self.records[n].outputs[source.output]["path"]
+                for n in self.dag.node_names(source.step)
+            ]
+            paths[input_name] = found if self._collected(source) else found[0]
+        return paths
+
+    def _finish(self, name: str, outcome: StepOutcome) -> None:
+        node, record = self.nodes[name], self.records[name]
+        self.deadlines.pop(name, None)
+        attempt = record.attempts[-1]
+        attempt.update(ended_at=_now(), seconds=round(outcome.seconds, 3))
+        staged = self.staged.pop(name)
+        if outcome.ok:
+            try:
+                entry = self.cache.commit(
+                    record.cache_key, staged, node.step.outputs, outcome.metrics
+                )
+            except Exception as error:  # a broken contract is a failed attempt, not a crash
+                outcome = StepOutcome(False, error=str(error), seconds=outcome.seconds)
+            else:
+                attempt["status"] = SUCCEEDED
+                self._link_outputs(name, entry.path, entry.outputs)
+                record.metrics = entry.metrics
+                (self.run_dir / "steps" / name / "metrics.json").write_text(
+                    json.dumps(entry.metrics, indent=2, sort_keys=True, default=str)
+                )
+                record.status, record.ended_at, record.error = SUCCEEDED, _now(), None
+                self._changed(record)
+                return
+        self.cache.discard(staged)
+        attempt.update(status=FAILED, error=outcome.error)
+        record.error = outcome.error
+        retryable = not outcome.data_error and len(record.attempts) <= node.step.retries
+        if retryable and not self.stopping:
+            backoff = self.runtime.retry_backoff_s * 2 ** (len(record.attempts) - 1)
+            self.not_before[name] = time.monotonic() + backoff
+            record.status = PENDING
+            log.warning(
+                "step %s: attempt %d failed (%s); retrying in %.1fs",
+                name,
+                len(record.attempts),
+                outcome.error,
+                backoff,
+            )
+        else:
+            record.status, record.ended_at = FAILED, _now()
+            self.stopping = True
+        self._changed(record)
+
+    def _enforce_timeouts(self) -> None:
+        now = time.monotonic()
+        for name, deadline in list(self.deadlines.items()):
+            if now >= deadline:
+                self.pool.kill(name)
+                limit = self.nodes[name].step.timeout_s
+                self._finish(name, StepOutcome(False, error=f"timed out after {limit:g}s"))
+
+    def _abandon(self, name: str, status: str) -> None:
+        self.cache.discard(self.staged.pop(name))
+        record = self.records[name]
+        record.status, record.ended_at = status, _now()
+        if record.attempts:
+            record.attempts[-1].update(status=status, ended_at=record.ended_at)
+
+    def _link_outputs(self, name: str, entry_path: Path, digests: Mapping[str, str]) -> None:
+        outputs_dir = self.run_dir / "steps" / name / "outputs"
+        outputs_dir.mkdir(parents=True, exist_ok=True)
+        record = self.records[name]
+        for output, digest in digests.items():
+            target = (entry_path / "outputs" / output).resolve()
+            link = outputs_dir / output
+            if link.is_symlink():
+                link.unlink()
+            link.symlink_to(target, target_is_directory=target.is_dir())
+            record.outputs[output] = {"path": str(target), "digest": digest}
+
+    def _changed(self, record: NodeRecord) -> None:
+        self._write_manifest(RUNNING)
+        self.reporter.update(record)
+
+    def _write_manifest(self, status: str) -> None:
+        manifest = {
+            "run_id": self.run_id,
+            "name": self.dag.name,
+            "status": status,
+            "started_at": self.started_at,
+            "ended_at": None if status == RUNNING else _now(),
+            "dag_digest": self.dag.digest(),
+            "pid": os.getpid(),
+            "argv": sys.argv,
+            "nodes": {name: asdict(record) for name, record in self.records.items()},
+        }
+        tmp = self.run_dir / "manifest.json.tmp"
+        tmp.write_text(json.dumps(manifest, indent=2, default=str))
+        os.replace(tmp, self.run_dir / "manifest.json")
+
+
+def _substitute(value: Any, placeholder: str, replacement: str) -> Any:
+    """Replace ``placeholder`` inside every string of a params structure."""
+    if isinstance(value, str):
+        return value.replace(placeholder, replacement)
+    if isinstance(value, Mapping):
+        return {k: _substitute(v, placeholder, replacement) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_substitute(v, placeholder, replacement) for v in value]
+    return value

@@ -1,0 +1,152 @@
+"""A warm worker process: runs step after step in one interpreter.
+
+Started by :class:`pipelines.local.pool.WorkerPool` as ``python -m pipelines.local.worker FD``
+with one end of a socket pair. Component modules stay imported between steps, so a step whose
+component imports torch pays for that import once per worker, not once per step. During a
+step, file descriptors 1 and 2 and the root logger go to the step's log file, so everything a
+component (or a library, or a child process) prints lands in that step's log.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any
+
+__all__ = ["StepOutcome", "StepTask", "execute", "serve"]
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+@dataclass(frozen=True)
+class StepTask:
+    """Everything a worker needs to run one node."""
+
+    node: str
+    component: str
+    inputs: dict[str, Any]
+    params: dict[str, Any]
+    outputs: dict[str, str]
+    log_path: str
+    threads: int = 1
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    """What came of one attempt: metrics on success, else the error and whether it is data."""
+
+    ok: bool
+    metrics: dict[str, Any] = field(default_factory=dict)
+    error: str = ""
+    data_error: bool = False
+    seconds: float = 0.0
+
+
+def execute(task: StepTask) -> StepOutcome:
+    """Run one task in this process with output captured in its log file."""
+    started = time.perf_counter()
+    with open(task.log_path, "ab", buffering=0) as log, _captured(log.fileno()) as handler:
+        os.environ.update(task.env)
+        logging.getLogger("kfbatch.worker").info(
+            "step %s: %s (pid %d)", task.node, task.component, os.getpid()
+        )
+        try:
+            function = _load(task.component)
+            _limit_threads(task.threads)
+            metrics = function(task.inputs, task.params, task.outputs) or {}
+            outcome = StepOutcome(True, dict(metrics), seconds=time.perf_counter() - started)
+        except Exception as error:  # the runner decides about retries; report everything
+            handler.stream.write(traceback.format_exc())
+            outcome = StepOutcome(
+                False,
+                error=_one_line(error),
+                data_error=_is_data_error(error),
+                seconds=time.perf_counter() - started,
+            )
+    return outcome
+
+
+class _captured:
+    """Point fds 1/2 and the root logger at ``fd`` for the duration of a step."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def __enter__(self) -> logging.StreamHandler:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self.saved = (os.dup(1), os.dup(2))
+        os.dup2(self.fd, 1)
+        os.dup2(self.fd, 2)
+        self.handler = logging.StreamHandler(sys.stderr)
+        self.handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        root = logging.getLogger()
+        root.addHandler(self.handler)
+        root.setLevel(logging.INFO)
+        return self.handler
+
+    def __exit__(self, *exc: object) -> None:
+        self.handler.flush()
+        logging.getLogger().removeHandler(self.handler)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for target, saved in zip((1, 2), self.saved, strict=True):
+            os.dup2(saved, target)
+            os.close(saved)
+
+
+def _load(component: str) -> Any:
+    module_name, _, function_name = component.partition(":")
+    module = importlib.import_module(module_name)
+    return getattr(module, function_name or "run")
+
+
+def _limit_threads(threads: int) -> None:
+    """Keep a step to its CPU request in the libraries that spawn compute threads."""
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
+    if "pyarrow" in sys.modules:
+        sys.modules["pyarrow"].set_cpu_count(max(threads, 1))
+
+
+def _is_data_error(error: BaseException) -> bool:
+    from components.errors import DataError
+
+    return isinstance(error, DataError)
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split()) or "(no message)"
+    return f"{type(error).__name__}: {text}"
+
+
+def serve(connection: Connection) -> None:
+    """Receive tasks until ``None`` (or the pool goes away) and send back outcomes."""
+    while True:
+        try:
+            task = connection.recv()
+        except EOFError:
+            return
+        if task is None:
+            return
+        connection.send(execute(task))
+
+
+def main() -> None:
+    """Entry point of ``python -m pipelines.local.worker FD``."""
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    serve(Connection(int(sys.argv[1])))
+
+
+if __name__ == "__main__":
+    # Re-import under the real module name so pickled outcomes name pipelines.local.worker.
+    from pipelines.local import worker
+
+    worker.main()
