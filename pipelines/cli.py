@@ -24,13 +24,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit code (the console script exits with it)."""
     parser = _parser()
     args = parser.parse_args(argv)
-    if args.command is None:
+    if not hasattr(args, "handler"):
         parser.print_help()
         return EXIT_CONFIG
     _setup_logging(args.debug)
     try:
         return args.handler(args)
     except KeyboardInterrupt:
+        print("kfbatch: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as error:
         from components.errors import KfbatchError
@@ -38,7 +39,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         if args.debug or not isinstance(error, KfbatchError):
             raise
-        "config error" if isinstance(error, ConfigError) else "error"
+        kind = "config error" if isinstance(error, ConfigError) else "error"
+        print(f"kfbatch: {kind}: {error}", file=sys.stderr)
         return EXIT_CONFIG if isinstance(error, ConfigError) else EXIT_FAILED
 
 
@@ -48,7 +50,6 @@ def _parser() -> argparse.ArgumentParser:
         description="Batch ML pipelines from a Hydra config tree: run them on this machine.",
     )
     parser.add_argument("--version", action="version", version=f"kfbatch {_version()}")
-    parser.set_defaults(command=None, debug=False)
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
     run = _command(commands, "run", _run, "compose the config, build the DAG and run it locally")
     run.add_argument(
@@ -78,7 +79,7 @@ def _command(
         "--config-name", default="config", help="primary config file, without .yaml"
     )
     command.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-    command.set_defaults(handler=handler, command=name)
+    command.set_defaults(handler=handler)
     return command
 
 
@@ -107,18 +108,20 @@ def _compose(args: argparse.Namespace) -> Any:
 
 
 def _config(args: argparse.Namespace) -> int:
+    print(_compose(args).to_yaml(resolve=args.resolve), end="")
     return EXIT_OK
 
 
 def _dag(args: argparse.Namespace) -> int:
+    import json
 
     from pipelines.dag import build_dag
 
-    build_dag(_compose(args).config)
+    dag = build_dag(_compose(args).config)
     if args.format == "json":
-        pass
+        print(json.dumps(dag.to_dict(), indent=2, sort_keys=True))
     else:
-        pass
+        print(_dag_tree(dag))
     return EXIT_OK
 
 
@@ -175,6 +178,7 @@ def _run(args: argparse.Namespace) -> int:
     composed = _compose(args)
     reporter = _reporter(args.progress)
     result = run_local(composed, no_cache=args.no_cache, run_id=args.run_id, reporter=reporter)
+    print(_summary(result))
     return EXIT_OK if result.ok else EXIT_FAILED
 
 

@@ -1,0 +1,1 @@
+"""The embedded local runner: warm worker pool, step cache, scheduling, progress."""
