@@ -292,9 +292,11 @@ class _Execution:
                     continue
                 if record.cache_key is None:
                     self._prepare(name)
-                    if self._reuse_cached(name):
-                        progressed = True
-                        continue
+                if self._reuse_cached(name):
+                    progressed = True
+                    continue
+                if self._twin_running(name):
+                    continue  # same key as a running node: reuse its result when it lands
                 if self._fits(name):
                     self._launch(name)
                     progressed = True
@@ -332,6 +334,10 @@ class _Execution:
         record.started_at = record.ended_at = _now()
         self._changed(record)
         return True
+
+    def _twin_running(self, name: str) -> bool:
+        key = self.records[name].cache_key
+        return any(self.records[n].cache_key == key for n in self.pool.running())
 
     def _fits(self, name: str) -> bool:
         if not self.pool.has_capacity():

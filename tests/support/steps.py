@@ -36,3 +36,29 @@ def fail_if_marker(inputs: dict[str, Any], params: dict[str, Any], outputs: dict
     if Path(params["marker"]).exists():
         raise RuntimeError(f"marker {params['marker']} present")
     return write(inputs, params, outputs)
+
+
+def flaky(inputs: dict[str, Any], params: dict[str, Any], outputs: dict[str, str]) -> dict:
+    """Fail the first ``params['fail_times']`` calls (counted in a file), then succeed."""
+    counter = Path(params["counter"])
+    calls = int(counter.read_text()) if counter.exists() else 0
+    counter.write_text(str(calls + 1))
+    if calls < params["fail_times"]:
+        raise OSError(f"transient failure {calls + 1}")
+    return write(inputs, params, outputs)
+
+
+def bad_data(inputs: dict[str, Any], params: dict[str, Any], outputs: dict[str, str]) -> dict:
+    """Raise the error a component raises on bad input."""
+    from components.errors import DataError
+
+    raise DataError("column 'x' has 3 unparsable values; fix the input file")
+
+
+def die_once(inputs: dict[str, Any], params: dict[str, Any], outputs: dict[str, str]) -> dict:
+    """Kill this worker process the first time (as the OOM killer would), then succeed."""
+    marker = Path(params["marker"])
+    if not marker.exists():
+        marker.touch()
+        os.kill(os.getpid(), 9)
+    return write(inputs, params, outputs)

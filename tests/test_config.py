@@ -1,0 +1,146 @@
+"""Composition, overrides, user config dirs, and one-line errors for bad configurations."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipelines.config.compose import compose_config
+
+
+def test_default_composition_is_the_demo() -> None:
+    composed = compose_config()
+    config = composed.config
+    assert config.name == "churn-demo"
+    assert config.data.kind == "synthetic"
+    assert config.stages == ["etl", "train", "evaluate", "infer"]
+    assert config.resources.steps["train"].cpu == 2.0
+    assert composed.choices["model"] == "mlp"
+    assert config.model["_target_"] == "components.models.MLP"
+
+
+def test_overrides_use_hydra_grammar() -> None:
+    config = compose_config(
+        ["trainer.epochs=9", "resources=gpu", "model.hidden=[32]", "+model.extra_flag=true"]
+    ).config
+    assert config.trainer.epochs == 9
+    assert config.resources.steps["train"].gpu == 1
+    assert config.resources.steps["train"].tolerations[0].key == "nvidia.com/gpu"
+    assert config.model["hidden"] == [32]
+    assert config.model["extra_flag"] is True
+
+
+def test_experiment_overrides_groups_and_top_level_keys() -> None:
+    config = compose_config(["experiment=breast_cancer"]).config
+    assert (config.name, config.data.kind, config.data.target) == (
+        "breast-cancer",
+        "sklearn",
+        "malignant",
+    )
+    assert config.inference.shards == 2
+
+
+def test_interpolations_resolve_from_one_place(tmp_path: Path) -> None:
+    composed = compose_config([f"runtime.runs_dir={tmp_path}"])
+    assert composed.config.runtime.cache_dir == f"{tmp_path}/.cache"
+    assert "${runtime.runs_dir}" in composed.to_yaml()
+    assert "${runtime.runs_dir}" not in composed.to_yaml(resolve=True)
+
+
+def test_user_config_dir_is_searched_first(tmp_path: Path) -> None:
+    (tmp_path / "trainer").mkdir()
+    (tmp_path / "trainer" / "default.yaml").write_text("epochs: 7\nlr: 0.01\n")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "mine.yaml").write_text(
+        "kind: csv\nuri: /tmp/x.csv\nid_column: key\ntarget: label\n"
+    )
+    config = compose_config(["data=mine"], config_dir=tmp_path).config
+    assert config.trainer.epochs == 7
+    assert (config.data.uri, config.data.target) == ("/tmp/x.csv", "label")
+    assert config.model["_target_"] == "components.models.MLP"  # packaged groups still there
+
+
+BAD_CONFIGS = [
+    # (overrides, key named in the message, fragment of the expectation)
+    (["trainer.epochs=-1"], "trainer.epochs", "expected a number >= 1, got -1"),
+    (["trainer.epochs=abc"], "trainer.epochs", "expected an integer, got 'abc'"),
+    (["trainer.epochs=2.5"], "trainer.epochs", "expected an integer"),
+    (["trainer.epoch=3"], "trainer.epoch", "did you mean 'epochs'?"),
+    (["+trainer.foo=1"], "trainer.foo", "one of the keys epochs"),
+    (["trainer.lr=0"], "trainer.lr", "expected a number > 0.0"),
+    (["trainer.optimizer=adagrad"], "trainer.optimizer", "one of 'adam', 'adamw', 'sgd'"),
+    (["data.split.train=0.9"], "data.split", "train + validation + test = 1, got 'sum 1.2'"),
+    (["data.split.test=-0.1", "data.split.train=0.95"], "data.split.test", ">= 0.0"),
+    (["resources.default.memory=4GB"], "resources.default.memory", "such as 512Mi or 4Gi"),
+    (["resources.steps.train.cpu=0"], "resources.steps.train.cpu", "a CPU count > 0"),
+    (["resources.steps.train.cpux=1"], "resources.steps.train.cpux", "did you mean 'cpu'?"),
+    (["resources.default.gpu=-1"], "resources.default.gpu", ">= 0"),
+    (["stages=[etl,trian]"], "stages", "did you mean 'train'?"),
+    (["stages=[infer]"], "stages", "'infer' together with ['train']"),
+    (["stages=[etl,etl]"], "stages", "each stage at most once"),
+    (["stages=etl"], "stages", "a list such as [a,b], got 'etl'"),
+    (["model=nope"], "model", "one of mlp, got 'nope'"),
+    (["model._target_=MLP"], "model._target_", "import path of a model class"),
+    (["data=csv"], "data.target", "is required and has no default"),
+    (["data.kind=parquet"], "data.kind", "one of 'csv', 'synthetic', 'sklearn'"),
+    (["data.kind=csv"], "data.uri", "the CSV file or directory"),
+    (["data.id_column=churned"], "data.id_column", "a column other than data.target"),
+    (["inference.shards=0"], "inference.shards", ">= 1"),
+    (["name=My_Pipeline"], "name", "a lowercase DNS-1123 label, got 'My_Pipeline'"),
+    (["schedule.cron=0 2 * *"], "schedule.cron", "a 5-field cron expression"),
+    (["runtime.retries=-1"], "runtime.retries", ">= 0"),
+    (["trainer.epochs"], "override", "key=value in Hydra's override grammar"),
+    (
+        ["resources.steps.train.tolerations=[{key: a, operator: Maybe}]"],
+        "resources.steps.train.tolerations[0].operator",
+        "one of 'Equal', 'Exists'",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key", "fragment"), BAD_CONFIGS, ids=[" ".join(c[0]) for c in BAD_CONFIGS]
+)
+def test_bad_config_fails_with_one_line(kfbatch, overrides, key, fragment) -> None:
+    result = kfbatch("dag", *overrides)
+    assert result.code == 2
+    assert result.out == ""
+    lines = result.err.strip().splitlines()
+    assert len(lines) == 1, result.err
+    assert lines[0].startswith(f"kfbatch: config error: {key}: expected ")
+    assert fragment in lines[0]
+    if overrides[0] != "trainer.epochs":  # parse errors have no key to trace back
+        assert "(from " in lines[0]
+
+
+def test_bad_group_file_is_named_in_the_error(kfbatch, tmp_path: Path) -> None:
+    (tmp_path / "trainer").mkdir()
+    bad = tmp_path / "trainer" / "fast.yaml"
+    bad.write_text("epochs: 1\nlrr: 0.1\n")
+    result = kfbatch("config", "--config-dir", str(tmp_path), "trainer=fast")
+    assert result.code == 2
+    assert "trainer.lrr: expected one of the keys" in result.err
+    assert "did you mean 'lr'?" in result.err
+    assert f"(from {bad})" in result.err
+
+
+def test_missing_config_dir_is_a_config_error(kfbatch, tmp_path: Path) -> None:
+    result = kfbatch("dag", "--config-dir", str(tmp_path / "nope"))
+    assert result.code == 2
+    assert "--config-dir: expected an existing directory" in result.err
+
+
+def test_config_error_exits_2_without_traceback_unless_debug() -> None:
+    command = [sys.executable, "-m", "pipelines.cli", "run", "trainer.epochs=-3"]
+    plain = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert plain.returncode == 2
+    assert plain.stderr.strip() == (
+        "kfbatch: config error: trainer.epochs: expected a number >= 1, got -3 "
+        "(from override 'trainer.epochs=-3')"
+    )
+    debug = subprocess.run([*command, "--debug"], capture_output=True, text=True, check=False)
+    assert debug.returncode != 0
+    assert "Traceback" in debug.stderr
