@@ -194,21 +194,9 @@ def test_a_worker_that_dies_is_reported_and_retried(runtime: RuntimeConfig, tmp_
 @pytest.mark.slow
 def test_killed_run_resumes_without_losing_finished_steps(tmp_path: Path) -> None:
     """SIGKILL the whole runner mid-pipeline; the next run reuses what had finished."""
-    script = f"""
-import sys
-from pipelines.config.schema import RuntimeConfig
-from pipelines.dag import Dag, Ref, Resources, Step
-res = Resources(cpu=0.5, memory="256Mi")
-dag = Dag("killed", (
-    Step("a", "{STEPS}:write", {{"text": "A"}}, {{}}, ("out",), res),
-    Step("b", "{STEPS}:sleep", {{"seconds": float(sys.argv[1])}}, {{"x": Ref("a", "out")}}, ("out",), res),
-    Step("c", "{STEPS}:write", {{"text": "C"}}, {{"x": Ref("b", "out")}}, ("out",), res),
-))
-from pipelines.local.runner import run_dag
-runtime = RuntimeConfig(runs_dir="{tmp_path}/runs", cache_dir="{tmp_path}/runs/.cache")
-print(run_dag(dag, runtime, run_id=sys.argv[2]).status)
-"""
-    first = subprocess.Popen([sys.executable, "-c", script, "30", "first"], start_new_session=True)
+    runs = str(tmp_path / "runs")
+    command = [sys.executable, "-m", "tests.support.three_step_run", runs]
+    first = subprocess.Popen([*command, "first", "30"], start_new_session=True)
     manifest = tmp_path / "runs" / "first" / "manifest.json"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -222,9 +210,7 @@ print(run_dag(dag, runtime, run_id=sys.argv[2]).status)
     assert killed["nodes"]["a"]["status"] == "succeeded"
     assert not list((tmp_path / "runs" / ".cache").glob("*/entry.json"))[1:]  # only a's entry
 
-    second = subprocess.run(
-        [sys.executable, "-c", script, "0", "second"], capture_output=True, text=True, check=True
-    )
+    second = subprocess.run([*command, "second", "0"], capture_output=True, text=True, check=True)
     assert second.stdout.strip() == "succeeded"
     resumed = json.loads((tmp_path / "runs" / "second" / "manifest.json").read_text())
     assert [resumed["nodes"][n]["status"] for n in "abc"] == ["cached", "succeeded", "succeeded"]
