@@ -44,6 +44,10 @@ PENDING, RUNNING, SUCCEEDED, CACHED, FAILED, NOT_RUN = (
 )
 DONE = (SUCCEEDED, CACHED)
 
+#: The manifest is rewritten at most this often while running (and always at the end), so
+#: that fan-outs with hundreds of branches do not spend their time serialising it.
+MANIFEST_INTERVAL_S = 0.5
+
 
 @dataclass
 class NodeRecord:
@@ -231,6 +235,9 @@ class _Execution:
         self.not_before: dict[str, float] = {}
         self.stopping = False
         self.started_at = _now()
+        self.dag_digest = dag.digest()
+        self.manifest_written_at = 0.0
+        self.manifest_dirty = False
 
     def _max_parallel(self) -> int:
         if self.runtime.max_parallel:
@@ -275,10 +282,17 @@ class _Execution:
             for task, outcome in self.pool.wait(timeout):
                 self._finish(task.node, outcome)
             self._enforce_timeouts()
+            if (
+                self.manifest_dirty
+                and time.monotonic() - self.manifest_written_at >= MANIFEST_INTERVAL_S
+            ):
+                self._write_manifest(RUNNING)
 
     def _wait_timeout(self) -> float:
         now = time.monotonic()
         wakeups = [*self.deadlines.values(), *self.not_before.values()]
+        if self.manifest_dirty:
+            wakeups.append(self.manifest_written_at + MANIFEST_INTERVAL_S)
         return max(0.0, min([now + 1.0, *wakeups]) - now)
 
     def _dispatch_ready(self) -> None:
@@ -464,7 +478,7 @@ class _Execution:
             record.outputs[output] = {"path": str(target), "digest": digest}
 
     def _changed(self, record: NodeRecord) -> None:
-        self._write_manifest(RUNNING)
+        self.manifest_dirty = True
         self.reporter.update(record)
 
     def _write_manifest(self, status: str) -> None:
@@ -474,7 +488,7 @@ class _Execution:
             "status": status,
             "started_at": self.started_at,
             "ended_at": None if status == RUNNING else _now(),
-            "dag_digest": self.dag.digest(),
+            "dag_digest": self.dag_digest,
             "pid": os.getpid(),
             "argv": sys.argv,
             "nodes": {name: asdict(record) for name, record in self.records.items()},
@@ -482,6 +496,7 @@ class _Execution:
         tmp = self.run_dir / "manifest.json.tmp"
         tmp.write_text(json.dumps(manifest, indent=2, default=str))
         os.replace(tmp, self.run_dir / "manifest.json")
+        self.manifest_written_at, self.manifest_dirty = time.monotonic(), False
 
 
 def _substitute(value: Any, placeholder: str, replacement: str) -> Any:
