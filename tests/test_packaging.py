@@ -84,7 +84,7 @@ def test_wheel_ships_the_config_tree(tmp_path: Path) -> None:
         [
             str(venv / "bin" / "python"),
             "-c",
-            "import pipelines.conf, components; print(pipelines.conf.__file__, components.__file__)",
+            "import pipelines.conf as c, components as p; print(c.__file__, p.__file__)",
         ],
         cwd=outside,
         env=env,

@@ -80,7 +80,7 @@ class DataConfig:
     target: str = MISSING
     split: SplitConfig = field(default_factory=SplitConfig)
     csv: CsvConfig = field(default_factory=CsvConfig)
-    batch_rows: int = knob(131_072, ge=1024)
+    batch_rows: int = knob(32_768, ge=1024)
 
 
 @dataclass

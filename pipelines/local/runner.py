@@ -25,6 +25,7 @@ from typing import Any, Protocol
 from pipelines.config.compose import ComposedConfig
 from pipelines.config.schema import RuntimeConfig
 from pipelines.dag import RUN_ID, Dag, Node, Ref, Uri, build_dag
+from pipelines.errors import KfbatchError
 from pipelines.local.cache import StepCache, external_digest, step_key
 from pipelines.local.pool import WorkerPool
 from pipelines.local.worker import StepOutcome, StepTask
@@ -305,7 +306,11 @@ class _Execution:
                 if self.not_before.get(name, 0.0) > time.monotonic():
                     continue
                 if record.cache_key is None:
-                    self._prepare(name)
+                    try:
+                        self._prepare(name)
+                    except KfbatchError as error:  # e.g. an input file that does not exist
+                        self._fail_before_start(record, str(error))
+                        continue
                 if self._reuse_cached(name):
                     progressed = True
                     continue
@@ -448,6 +453,11 @@ class _Execution:
         else:
             record.status, record.ended_at = FAILED, _now()
             self.stopping = True
+        self._changed(record)
+
+    def _fail_before_start(self, record: NodeRecord, error: str) -> None:
+        record.status, record.error, record.ended_at = FAILED, error, _now()
+        self.stopping = True
         self._changed(record)
 
     def _enforce_timeouts(self) -> None:

@@ -1,0 +1,11 @@
+"""kfbatch components: the pure-Python work of each pipeline step.
+
+Each step is a module exposing ``run(inputs, params, outputs) -> metrics``: ``datagen``,
+``etl``, ``train``, ``evaluate``, ``infer`` and ``publish``; a runner imports the one it
+needs by name (``importlib.import_module("components.train")``). Importing this package is
+cheap: it loads no torch or pyarrow.
+"""
+
+from components.errors import DataError, KfbatchError
+
+__all__ = ["DataError", "KfbatchError"]

@@ -1,0 +1,99 @@
+"""The model artifact: weights, metadata and feature spec, written by train, read by scoring.
+
+A model directory holds ``model.pt`` (a ``state_dict``, loadable with
+``torch.load(..., weights_only=True)``), ``feature_spec.json`` and ``model.json``, which is
+written last and records the model config, the full feature spec and the weights' digest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import torch
+from torch import nn
+
+from components.errors import DataError
+from components.features import FEATURE_SPEC_FILE, FeatureSpec
+from components.io import atomic_path, read_json, write_json
+from components.models import build_model
+
+__all__ = ["MODEL_META_FILE", "MODEL_WEIGHTS_FILE", "load_model", "predict_proba", "save_model"]
+
+log = logging.getLogger(__name__)
+
+MODEL_WEIGHTS_FILE = "model.pt"
+MODEL_META_FILE = "model.json"
+
+
+def save_model(
+    directory: str,
+    model: nn.Module,
+    *,
+    model_cfg: dict[str, Any],
+    spec: FeatureSpec,
+    metrics: dict[str, float | int],
+    history: list[dict[str, float | int]],
+) -> dict[str, Any]:
+    """Write the model artifact into ``directory`` (``model.json`` last); return its metadata.
+
+    The version is the first 16 hex digits of the sha256 of ``model.pt``, so equal weights
+    give equal versions.
+    """
+    os.makedirs(directory, exist_ok=True)
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    weights = buffer.getvalue()
+    with atomic_path(os.path.join(directory, MODEL_WEIGHTS_FILE)) as tmp, open(tmp, "wb") as f:
+        f.write(weights)
+    write_json(os.path.join(directory, FEATURE_SPEC_FILE), spec.to_dict())
+    meta = {
+        "model": model_cfg,
+        "input_dim": len(spec.feature_names),
+        "feature_spec": spec.to_dict(),
+        "feature_spec_version": spec.version,
+        "version": hashlib.sha256(weights).hexdigest()[:16],
+        "target": spec.target,
+        "metrics": metrics,
+        "history": history,
+    }
+    write_json(os.path.join(directory, MODEL_META_FILE), meta)
+    return meta
+
+
+def load_model(directory: str) -> tuple[nn.Module, FeatureSpec, dict[str, Any]]:
+    """Load a model artifact for scoring.
+
+    Returns:
+        The model in eval mode, its feature spec, and the ``model.json`` metadata.
+    """
+    meta = read_json(os.path.join(directory, MODEL_META_FILE), what="the train step")
+    spec = FeatureSpec.from_dict(meta["feature_spec"])
+    path = os.path.join(directory, MODEL_WEIGHTS_FILE)
+    with open(path, "rb") as f:
+        weights = f.read()
+    digest = hashlib.sha256(weights).hexdigest()[:16]
+    if digest != meta["version"]:
+        raise DataError(
+            f"{path} has digest {digest} but model.json records version {meta['version']}; "
+            "the weights were replaced after training: re-run train"
+        )
+    model = build_model(meta["model"], meta["input_dim"])
+    model.load_state_dict(torch.load(io.BytesIO(weights), weights_only=True, map_location="cpu"))
+    model.eval()
+    log.info("loaded model %s from %s", meta["version"], directory)
+    return model, spec, meta
+
+
+def predict_proba(
+    model: nn.Module, spec: FeatureSpec, data: pa.RecordBatch | pa.Table
+) -> np.ndarray:
+    """Positive-class probabilities (float32) of a binary model for the rows of ``data``."""
+    features = torch.from_numpy(spec.transform(data))
+    with torch.inference_mode():
+        return torch.sigmoid(model(features)[:, 0]).numpy()

@@ -1,0 +1,194 @@
+"""ETL: hash splits and shards, stability under appends, manifest, validation errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from components import etl
+from components.errors import DataError
+from components.features import load_feature_spec
+
+from .helpers import Pipeline, etl_params, write_csv
+
+HEADER = "id,amount,kind,at,label"
+
+
+def _rows(start: int, stop: int) -> list[str]:
+    return [
+        f"r{i},{i % 17 * 1.5},{'abc'[i % 3]},2024-0{i % 9 + 1}-1{i % 10}T0{i % 10}:30:00,{i % 2}"
+        for i in range(start, stop)
+    ]
+
+
+def _run(source: Path, out: Path, **overrides: Any) -> dict[str, Any]:
+    params = etl_params(id_column="id", target="label") | overrides
+    return etl.run(
+        {"source": str(source)},
+        params,
+        {"dataset": str(out / "dataset"), "feature_spec": str(out / "spec")},
+    )
+
+
+def _assignments(dataset: Path, column: str = "id") -> dict[str, str]:
+    """Map each id to the split or scoring shard file it landed in."""
+    where = {}
+    for path in sorted(dataset.glob("*/*.parquet")):
+        for value in pq.read_table(path, columns=[column])[column].to_pylist():
+            key = f"{path.parent.name}/{path.name}"
+            where.setdefault(value, []).append(key)
+    return {k: ",".join(v) for k, v in where.items()}
+
+
+def test_manifest_counts_splits_and_every_row_in_one_shard(pipeline: Pipeline) -> None:
+    manifest = json.loads((pipeline.dataset / "_manifest.json").read_text())
+    assert manifest["rows"] == 4000 == pipeline.etl_metrics["rows"]
+    assert sum(manifest["splits"].values()) == 4000
+    assert sum(manifest["shards"]) == 4000
+    assert manifest["id_column"] == "customer_id"
+    assert manifest["feature_spec_version"] == load_feature_spec(str(pipeline.feature_spec)).version
+    assert ["signup_at", "timestamp[s]"] in manifest["schema"]
+    for split, expected in {"train": 0.7, "validation": 0.15, "test": 0.15}.items():
+        assert abs(manifest["splits"][split] / 4000 - expected) < 0.03
+        assert (
+            pq.read_metadata(pipeline.dataset / split / "part-00000.parquet").num_rows
+            == (manifest["splits"][split])
+        )
+    ids = []
+    for shard, count in enumerate(manifest["shards"]):
+        table = pq.read_table(pipeline.dataset / "scoring" / f"shard-{shard:05d}.parquet")
+        assert table.num_rows == count > 1000
+        ids += table["customer_id"].to_pylist()
+    assert len(ids) == len(set(ids)) == 4000
+
+
+def test_floats_skip_dictionary_encoding_and_row_groups_are_buffered(pipeline: Pipeline) -> None:
+    metadata = pq.read_metadata(pipeline.dataset / "train" / "part-00000.parquet")
+    assert metadata.num_row_groups == 1  # batch_rows=1000 batches buffered into one group
+    names = metadata.schema.names
+    chunk = metadata.row_group(0).column(names.index("monthly_charges"))
+    assert "PLAIN_DICTIONARY" not in chunk.encodings and "RLE_DICTIONARY" not in chunk.encodings
+
+
+def test_rows_keep_their_split_and_shard_when_rows_are_appended(tmp_path: Path) -> None:
+    write_csv(tmp_path / "small.csv", HEADER, _rows(0, 600))
+    (tmp_path / "more").mkdir()
+    write_csv(tmp_path / "more" / "a.csv", HEADER, _rows(0, 600))
+    write_csv(tmp_path / "more" / "b.csv", HEADER, _rows(600, 1500))
+    _run(tmp_path / "small.csv", tmp_path / "one")
+    _run(tmp_path / "more", tmp_path / "two")
+    before = _assignments(tmp_path / "one" / "dataset")
+    after = _assignments(tmp_path / "two" / "dataset")
+    assert len(after) == 1500
+    assert {k: after[k] for k in before} == before
+    assert all(v.count("scoring/") == 1 and v.count(",") == 1 for v in after.values())
+
+
+def test_running_twice_gives_identical_bytes(tmp_path: Path) -> None:
+    write_csv(tmp_path / "data.csv", HEADER, _rows(0, 500))
+    _run(tmp_path / "data.csv", tmp_path / "a")
+    _run(tmp_path / "data.csv", tmp_path / "b")
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*.*"))
+    assert len(files) == 3 + 3 + 2  # splits, shards, manifest + spec
+    for name in files:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_without_an_id_column_whole_rows_are_hashed(tmp_path: Path) -> None:
+    write_csv(tmp_path / "data.csv", HEADER, _rows(0, 300))
+    metrics = _run(tmp_path / "data.csv", tmp_path / "out", id_column=None, shards=1)
+    assert metrics["rows"] == 300
+    manifest = json.loads((tmp_path / "out" / "dataset" / "_manifest.json").read_text())
+    assert manifest["id_column"] is None
+    spec = load_feature_spec(str(tmp_path / "out" / "spec"))
+    assert [c.name for c in spec.categorical] == ["id", "kind"]  # a plain string column now
+
+
+def test_drop_removes_columns_from_dataset_and_features(tmp_path: Path) -> None:
+    write_csv(tmp_path / "data.csv", HEADER, _rows(0, 200))
+    features = etl_params()["features"] | {"drop": ["at"]}
+    _run(tmp_path / "data.csv", tmp_path / "out", features=features)
+    schema = pq.read_schema(tmp_path / "out" / "dataset" / "scoring" / "shard-00000.parquet")
+    assert "at" not in schema.names
+    assert load_feature_spec(str(tmp_path / "out" / "spec")).timestamp == ()
+
+
+def test_empty_shards_still_exist_with_the_schema(tmp_path: Path) -> None:
+    write_csv(tmp_path / "data.csv", HEADER, _rows(0, 3))
+    _run(tmp_path / "data.csv", tmp_path / "out", shards=8, split={"train": 1.0})
+    shards = sorted((tmp_path / "out" / "dataset" / "scoring").glob("shard-*.parquet"))
+    assert len(shards) == 8
+    assert sum(pq.read_metadata(p).num_rows for p in shards) == 3
+    assert all(pq.read_schema(p).names == HEADER.split(",") for p in shards)
+
+
+def test_missing_target_names_the_available_columns(tmp_path: Path) -> None:
+    write_csv(tmp_path / "data.csv", HEADER, _rows(0, 10))
+    with pytest.raises(DataError) as error:
+        _run(tmp_path / "data.csv", tmp_path / "out", target="churn")
+    assert str(error.value) == (
+        f"target 'churn' is not a column of {tmp_path / 'data.csv'}; available columns: "
+        "['id', 'amount', 'kind', 'at', 'label']; set target to one of them"
+    )
+    assert not (tmp_path / "out" / "dataset" / "_manifest.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        (
+            ["r1,1,a,2024-01-01T00:00:00,0", ",2,b,2024-01-01T00:00:00,1"],
+            r"id column 'id' is empty in 1 rows \(first at data row 2\)",
+        ),
+        (
+            ["r1,1,a,2024-01-01T00:00:00,0", "r1,2,b,2024-01-01T00:00:00,1"],
+            r"id column 'id' has 1 repeated values \(e.g. 'r1' appears 2 times\)",
+        ),
+    ],
+)
+def test_bad_ids_are_data_errors(tmp_path: Path, rows: list[str], message: str) -> None:
+    write_csv(tmp_path / "data.csv", HEADER, rows)
+    with pytest.raises(DataError, match=message):
+        _run(tmp_path / "data.csv", tmp_path / "out", split={"train": 1.0})
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"split": {"train": 0.5, "validation": 0.2}}, r"split fractions .* are invalid"),
+        ({"split": {"train": 0.8, "holdout": 0.2}}, r"unknown keys \['holdout'\]"),
+        ({"shards": 0}, r"shards=0 is invalid"),
+        ({"format": "json"}, r"etl format 'json' is not supported"),
+    ],
+)
+def test_bad_params_are_data_errors(
+    tmp_path: Path, overrides: dict[str, Any], message: str
+) -> None:
+    write_csv(tmp_path / "data.csv", HEADER, _rows(0, 10))
+    with pytest.raises(DataError, match=message):
+        _run(tmp_path / "data.csv", tmp_path / "out", **overrides)
+
+
+def test_missing_source_and_unparseable_rows(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"does not exist; expected a CSV file"):
+        _run(tmp_path / "nope.csv", tmp_path / "out")
+    write_csv(tmp_path / "bad.csv", HEADER, [*_rows(0, 5), "r9,1,a"])
+    with pytest.raises(DataError, match=r"bad.csv cannot be parsed as CSV: .*Expected 5 columns"):
+        _run(tmp_path / "bad.csv", tmp_path / "out2")
+    assert not list((tmp_path / "out2").rglob("*.parquet"))
+
+
+def test_delimiter_is_honoured(tmp_path: Path) -> None:
+    write_csv(
+        tmp_path / "data.csv", HEADER.replace(",", ";"), [r.replace(",", ";") for r in _rows(0, 50)]
+    )
+    metrics = _run(tmp_path / "data.csv", tmp_path / "out", csv={"delimiter": ";"})
+    assert metrics["rows"] == 50
+    schema = pq.read_schema(tmp_path / "out" / "dataset" / "train" / "part-00000.parquet")
+    assert schema.field("amount").type == pa.float64()

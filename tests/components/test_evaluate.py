@@ -1,0 +1,47 @@
+"""Evaluation metrics of the trained model on the test split."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from components import evaluate
+from components.errors import DataError
+
+from .helpers import Pipeline
+
+
+def test_metrics_are_in_range_and_consistent(pipeline: Pipeline, tmp_path: Path) -> None:
+    inputs = {"dataset": str(pipeline.dataset), "model": str(pipeline.model)}
+    metrics = evaluate.run(inputs, {"split": "test", "threshold": 0.5}, {"metrics": str(tmp_path)})
+    manifest = json.loads((pipeline.dataset / "_manifest.json").read_text())
+    assert metrics["rows"] == manifest["splits"]["test"]
+    assert metrics["tn"] + metrics["fp"] + metrics["fn"] + metrics["tp"] == metrics["rows"]
+    assert metrics["roc_auc"] > 0.7
+    for name in ("accuracy", "precision", "recall", "f1", "positive_rate"):
+        assert 0 <= metrics[name] <= 1
+    assert 0.15 < metrics["positive_rate"] < 0.4
+    assert 0 < metrics["log_loss"] < 0.69
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["confusion_matrix"] == [
+        [metrics["tn"], metrics["fp"]],
+        [metrics["fn"], metrics["tp"]],
+    ]
+    assert (
+        saved["model_version"] == json.loads((pipeline.model / "model.json").read_text())["version"]
+    )
+    assert all(isinstance(v, int | float | str) for v in metrics.values())
+
+
+def test_unknown_split_is_a_data_error(pipeline: Pipeline, tmp_path: Path) -> None:
+    inputs = {"dataset": str(pipeline.dataset), "model": str(pipeline.model)}
+    with pytest.raises(DataError, match=r"split 'holdout' is unknown; expected one of"):
+        evaluate.run(inputs, {"split": "holdout"}, {"metrics": str(tmp_path)})
+
+
+def test_missing_model_names_the_step_to_run(pipeline: Pipeline, tmp_path: Path) -> None:
+    inputs = {"dataset": str(pipeline.dataset), "model": str(tmp_path / "nope")}
+    with pytest.raises(DataError, match=r"model.json does not exist; expected the output of the"):
+        evaluate.run(inputs, {}, {"metrics": str(tmp_path / "m")})

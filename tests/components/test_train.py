@@ -1,0 +1,96 @@
+"""Training: learns the synthetic churn signal, saves a safe artifact, is deterministic."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from components import train
+from components.errors import KfbatchError
+from components.model_artifact import load_model
+
+from .helpers import Pipeline, train_params
+
+
+def test_learns_and_reports_metrics(pipeline: Pipeline) -> None:
+    metrics = pipeline.train_metrics
+    assert metrics["val_roc_auc"] > 0.7
+    assert metrics["epochs"] == 2
+    assert 0 < metrics["val_loss"] < 0.69  # better than a constant guess
+    assert 0.5 < metrics["val_accuracy"] <= 1
+    assert metrics["samples_per_s"] > 0 and metrics["seconds"] > 0
+
+
+def test_artifact_loads_with_weights_only(pipeline: Pipeline) -> None:
+    state = torch.load(pipeline.model / "model.pt", weights_only=True)
+    assert set(state) == {"net.0.weight", "net.0.bias", "net.3.weight", "net.3.bias",
+                          "net.6.weight", "net.6.bias"}  # fmt: skip
+    meta = json.loads((pipeline.model / "model.json").read_text())
+    spec = json.loads((pipeline.model / "feature_spec.json").read_text())
+    assert meta["feature_spec"] == spec
+    assert meta["feature_spec_version"] == spec["version"]
+    assert meta["input_dim"] == state["net.0.weight"].shape[1]
+    assert meta["target"] == "churned"
+    assert [h["epoch"] for h in meta["history"]] == [1, 2]
+    assert meta["metrics"]["val_roc_auc"] == pipeline.train_metrics["val_roc_auc"]
+    model, loaded_spec, loaded_meta = load_model(str(pipeline.model))
+    assert not model.training
+    assert loaded_spec.version == spec["version"]
+    assert loaded_meta["version"] == meta["version"]
+
+
+def test_same_params_give_identical_weights(pipeline: Pipeline, tmp_path: Path) -> None:
+    inputs = {"dataset": str(pipeline.dataset), "feature_spec": str(pipeline.feature_spec)}
+    train.run(inputs, train_params(), {"model": str(tmp_path / "again")})
+    for name in ("model.pt", "model.json", "feature_spec.json"):
+        assert (tmp_path / "again" / name).read_bytes() == (pipeline.model / name).read_bytes()
+    train.run(inputs, train_params(seed=1), {"model": str(tmp_path / "other")})
+    assert (tmp_path / "other" / "model.pt").read_bytes() != (
+        pipeline.model / "model.pt"
+    ).read_bytes()
+
+
+def test_global_torch_state_is_restored(pipeline: Pipeline, tmp_path: Path) -> None:
+    threads = torch.get_num_threads()
+    torch.manual_seed(123)
+    expected = torch.rand(1)
+    torch.manual_seed(123)
+    inputs = {"dataset": str(pipeline.dataset), "feature_spec": str(pipeline.feature_spec)}
+    train.run(inputs, train_params(epochs=1), {"model": str(tmp_path / "m")})
+    assert torch.rand(1) == expected
+    assert torch.get_num_threads() == threads
+    assert not torch.are_deterministic_algorithms_enabled()
+
+
+def test_tampered_weights_are_refused(pipeline: Pipeline, tmp_path: Path) -> None:
+    inputs = {"dataset": str(pipeline.dataset), "feature_spec": str(pipeline.feature_spec)}
+    train.run(inputs, train_params(epochs=1), {"model": str(tmp_path / "m")})
+    other = tmp_path / "m" / "model.pt"
+    other.write_bytes((pipeline.model / "model.pt").read_bytes())
+    with pytest.raises(KfbatchError, match=r"the weights were replaced after training"):
+        load_model(str(tmp_path / "m"))
+
+
+@pytest.mark.parametrize(
+    ("trainer", "message"),
+    [
+        ({"optimizer": "lbfgs"}, r"trainer.optimizer 'lbfgs' is unknown; expected one of"),
+        ({"epochs": 0}, r"trainer.epochs=0 must be at least 1"),
+    ],
+)
+def test_bad_trainer_settings(trainer: dict[str, object], message: str) -> None:
+    with pytest.raises(KfbatchError, match=message):
+        train.TrainerConfig.from_dict(train_params(**trainer)["trainer"])
+
+
+def test_mismatched_target_and_model_shape(pipeline: Pipeline, tmp_path: Path) -> None:
+    inputs = {"dataset": str(pipeline.dataset), "feature_spec": str(pipeline.feature_spec)}
+    with pytest.raises(KfbatchError, match=r"target 'age' differs from the feature spec's target"):
+        train.run(inputs, train_params() | {"target": "age"}, {"model": str(tmp_path / "a")})
+    params = train_params()
+    params["model"]["output_dim"] = 2
+    with pytest.raises(KfbatchError, match=r"returns shape \(1, 2\) for one row"):
+        train.run(inputs, params, {"model": str(tmp_path / "b")})
