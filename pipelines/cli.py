@@ -211,9 +211,13 @@ def _summary(result: Any) -> str:
         for record in records:
             shown = {k: v for k, v in record.metrics.items() if isinstance(v, (int, float))}
             if record.step == "evaluate" and shown:
-                metrics = ", ".join(f"{k}={v:.4g}" for k, v in sorted(shown.items()))
+                metrics = ", ".join(f"{k}={_number(v)}" for k, v in sorted(shown.items()))
                 lines.append(f"  {record.node} metrics: {metrics}")
     return "\n".join(lines)
+
+
+def _number(value: float) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 if __name__ == "__main__":

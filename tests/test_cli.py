@@ -1,0 +1,69 @@
+"""The CLI surface: help, version, lazy imports, config printing."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipelines.cli import main
+
+HEAVY = ("torch", "pyarrow", "pandas", "hydra", "omegaconf", "kfp", "sklearn", "rich")
+
+
+def test_help_and_version_import_nothing_heavy() -> None:
+    probe = (
+        "import sys\n"
+        "from pipelines.cli import main\n"
+        "for argv in (['--help'], ['run', '--help'], ['--version']):\n"
+        "    try:\n"
+        "        main(argv)\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    )
+    assert "usage: kfbatch" in result.stdout
+    assert "kfbatch 0.1.0" in result.stdout
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.parametrize("command", ["run", "config", "dag"])
+def test_every_command_documents_overrides_and_config_dir(command: str, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert "OVERRIDE" in text
+    assert "--config-dir" in text
+    assert "--debug" in text
+
+
+def test_no_command_prints_help_and_exits_2(kfbatch) -> None:
+    result = kfbatch()
+    assert result.code == 2
+    assert "commands:" in result.out
+
+
+def test_config_prints_composed_yaml(kfbatch) -> None:
+    plain = kfbatch("config", "trainer.epochs=3")
+    assert plain.code == 0
+    assert "epochs: 3" in plain.out
+    assert "cache_dir: ${runtime.runs_dir}/.cache" in plain.out
+    resolved = kfbatch("config", "--resolve", "runtime.runs_dir=/r")
+    assert "cache_dir: /r/.cache" in resolved.out
+
+
+def test_console_script_is_installed() -> None:
+    script = Path(sys.executable).parent / "kfbatch"
+    result = subprocess.run(
+        [str(script), "dag", "stages=[etl]"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert result.stdout.startswith("churn-demo  (2 steps, 2 nodes")
