@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import sysconfig
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,12 @@ def test_wheel_ships_the_config_tree(tmp_path: Path) -> None:
         check=True,
     )
     wheel = next(wheels.glob("kfbatch-*.whl"))
+    shipped = {n for n in zipfile.ZipFile(wheel).namelist() if n.endswith(".yaml")}
+    in_repo = {
+        "pipelines/conf/" + str(p.relative_to(REPO / "configs"))
+        for p in (REPO / "configs").rglob("*.yaml")
+    }
+    assert shipped == in_repo
 
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
