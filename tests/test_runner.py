@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -198,12 +199,7 @@ def test_killed_run_resumes_without_losing_finished_steps(tmp_path: Path) -> Non
     command = [sys.executable, "-m", "tests.support.three_step_run", runs]
     first = subprocess.Popen([*command, "first", "30"], start_new_session=True)
     manifest = tmp_path / "runs" / "first" / "manifest.json"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        nodes = json.loads(manifest.read_text())["nodes"] if manifest.exists() else {}
-        if nodes.get("b", {}).get("status") == "running":
-            break
-        time.sleep(0.1)
+    _wait_until_running(manifest, "b")
     os.killpg(first.pid, signal.SIGKILL)
     first.wait()
     killed = json.loads(manifest.read_text())
@@ -214,3 +210,35 @@ def test_killed_run_resumes_without_losing_finished_steps(tmp_path: Path) -> Non
     assert second.stdout.strip() == "succeeded"
     resumed = json.loads((tmp_path / "runs" / "second" / "manifest.json").read_text())
     assert [resumed["nodes"][n]["status"] for n in "abc"] == ["cached", "succeeded", "succeeded"]
+
+
+def _wait_until_running(manifest: Path, node: str) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        nodes = json.loads(manifest.read_text())["nodes"] if manifest.exists() else {}
+        if nodes.get(node, {}).get("status") == "running":
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{node} never started")
+
+
+@pytest.mark.fault
+def test_interrupt_stops_workers_and_records_the_run(tmp_path: Path) -> None:
+    runs = str(tmp_path / "runs")
+    command = [sys.executable, "-m", "tests.support.three_step_run", runs, "int", "30"]
+    run = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    manifest = tmp_path / "runs" / "int" / "manifest.json"
+    _wait_until_running(manifest, "b")
+    log = Path(json.loads(manifest.read_text())["nodes"]["b"]["attempts"][0]["log"])
+    while not (found := re.search(r"\(pid (\d+)\)", log.read_text())):
+        time.sleep(0.05)
+    worker_pid = int(found.group(1))
+    run.send_signal(signal.SIGINT)
+    _, stderr = run.communicate(timeout=30)
+    assert "KeyboardInterrupt" in stderr
+    final = json.loads(manifest.read_text())
+    assert final["status"] == "interrupted"
+    assert [final["nodes"][n]["status"] for n in "abc"] == ["succeeded", "interrupted", "not_run"]
+    with pytest.raises(ProcessLookupError):  # the worker running b was killed with the run
+        os.kill(worker_pid, 0)
+    assert not list((tmp_path / "runs" / ".cache").glob(".tmp-*"))
