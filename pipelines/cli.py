@@ -204,7 +204,8 @@ def _summary(result: Any) -> str:
     lines = [f"run {result.run_id}: {result.status} ({tally})", f"  run folder: {result.run_dir}"]
     for record in result.failed:
         lines.append(f"  step {record.node} failed: {record.error}")
-        lines.append(f"    log: {record.log_path}")
+        if record.log_path:
+            lines.append(f"    log: {record.log_path}")
     if result.ok:
         for label, path in result.final_outputs().items():
             lines.append(f"  {label}: {path}")

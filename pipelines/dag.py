@@ -221,7 +221,7 @@ class _Builder:
 
     def _resources(self, step_name: str) -> Resources:
         spec = self.config.resources.default
-        override = self.config.resources.steps.get(step_name, ResourceSpec())
+        override = getattr(self.config.resources.steps, step_name)
         merged = {
             f.name: getattr(override, f.name)
             if getattr(override, f.name) is not None
@@ -281,7 +281,7 @@ class _Builder:
                 "batch_rows": data.batch_rows,
             },
             inputs={"source": source},
-            outputs=("dataset", "feature_spec"),
+            outputs=("dataset", "feature_spec", "scoring"),
             description="split into train/validation/test and scoring shards; fit features",
         )
 
@@ -328,7 +328,7 @@ class _Builder:
                 "threshold": inference.threshold,
                 "run_id": RUN_ID,
             },
-            inputs={"dataset": Ref("etl", "dataset"), "model": Ref("train", "model")},
+            inputs={"scoring": Ref("etl", "scoring"), "model": Ref("train", "model")},
             outputs=("predictions",),
             fan_out=FanOut("shard", tuple(range(inference.shards)), inference.parallelism),
             description="score one shard of the scoring set",
@@ -337,7 +337,7 @@ class _Builder:
             "publish",
             "components.publish:run",
             params={},
-            inputs={"predictions": Ref("infer", "predictions"), "dataset": Ref("etl", "dataset")},
+            inputs={"predictions": Ref("infer", "predictions"), "scoring": Ref("etl", "scoring")},
             outputs=("predictions",),
             description="collect every shard's predictions; check one prediction per row",
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from components.errors import KfbatchError
 
-__all__ = ["ConfigError", "KfbatchError", "StepFailed"]
+__all__ = ["ConfigError", "KfbatchError"]
 
 _UNSET = object()
 
@@ -30,7 +30,3 @@ class ConfigError(KfbatchError):
     def with_source(self, source: str) -> ConfigError:
         """Return the same error annotated with where the value came from."""
         return ConfigError(self.key, self.expected, self.given, source=source)
-
-
-class StepFailed(KfbatchError):
-    """A pipeline step failed after its retries; names the step and its log."""

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from pipelines.config.compose import compose_config
+from pipelines.config.compose import compose_config, packaged_config_dir
+from pipelines.dag import build_dag
 
 
 def test_default_composition_is_the_demo() -> None:
@@ -17,7 +20,7 @@ def test_default_composition_is_the_demo() -> None:
     assert config.name == "churn-demo"
     assert config.data.kind == "synthetic"
     assert config.stages == ["etl", "train", "evaluate", "infer"]
-    assert config.resources.steps["train"].cpu == 2.0
+    assert config.resources.steps.train.cpu == 2.0
     assert composed.choices["model"] == "mlp"
     assert config.model["_target_"] == "components.models.MLP"
 
@@ -27,8 +30,8 @@ def test_overrides_use_hydra_grammar() -> None:
         ["trainer.epochs=9", "resources=gpu", "model.hidden=[32]", "+model.extra_flag=true"]
     ).config
     assert config.trainer.epochs == 9
-    assert config.resources.steps["train"].gpu == 1
-    assert config.resources.steps["train"].tolerations[0].key == "nvidia.com/gpu"
+    assert config.resources.steps.train.gpu == 1
+    assert config.resources.steps.train.tolerations[0].key == "nvidia.com/gpu"
     assert config.model["hidden"] == [32]
     assert config.model["extra_flag"] is True
 
@@ -77,6 +80,18 @@ BAD_CONFIGS = [
     (["resources.default.memory=4GB"], "resources.default.memory", "such as 512Mi or 4Gi"),
     (["resources.steps.train.cpu=0"], "resources.steps.train.cpu", "a CPU count > 0"),
     (["resources.steps.train.cpux=1"], "resources.steps.train.cpux", "did you mean 'cpu'?"),
+    (["resources.steps.trian.cpu=4"], "resources.steps.trian", "did you mean 'train'?"),
+    (["model.hiden=[8]"], "model.hiden", "an existing key (add a new one with +model.hiden=...)"),
+    (
+        ["data.split.validation=0", "data.split.train=0.85"],
+        "data.split.validation",
+        "stage 'train'",
+    ),
+    (
+        ["data=csv", "data.uri=/d.csv", "data.target=y"],
+        "data.id_column",
+        "the column that identifies rows (predictions are keyed by it)",
+    ),
     (["resources.default.gpu=-1"], "resources.default.gpu", ">= 0"),
     (["stages=[etl,trian]"], "stages", "did you mean 'train'?"),
     (["stages=[infer]"], "stages", "'infer' together with ['train']"),
@@ -144,3 +159,38 @@ def test_config_error_exits_2_without_traceback_unless_debug() -> None:
     debug = subprocess.run([*command, "--debug"], capture_output=True, text=True, check=False)
     assert debug.returncode != 0
     assert "Traceback" in debug.stderr
+
+
+def test_bad_step_name_in_a_resources_file_is_caught(kfbatch, tmp_path: Path) -> None:
+    (tmp_path / "resources").mkdir()
+    (tmp_path / "resources" / "big.yaml").write_text("steps:\n  trian:\n    cpu: 4\n")
+    result = kfbatch("dag", "--config-dir", str(tmp_path), "resources=big")
+    assert result.code == 2
+    assert "resources.steps.trian: expected one of the keys datagen, etl, train" in result.err
+
+
+#: Options that leave keys for the user to fill in, with the values this test fills in.
+REQUIRED_VALUES = {"data=csv": ["data.uri=/d.csv", "data.target=y", "data.id_column=id"]}
+
+
+def _group_options() -> list[str]:
+    root = packaged_config_dir()
+    return sorted(
+        f"{group.name}={option.stem}"
+        for group in root.iterdir()
+        if group.is_dir() and not group.name.startswith("_")
+        for option in group.glob("*.yaml")
+    )
+
+
+@pytest.mark.parametrize("option", _group_options())
+def test_every_packaged_option_composes_and_binds_its_model(option: str) -> None:
+    """Compose each group option and bind the model's arguments to its class, unbuilt."""
+    required = REQUIRED_VALUES.get(option, [])
+    config = compose_config([option, *required]).config
+    build_dag(config)
+    model = dict(config.model)
+    target = model.pop("_target_")
+    module, _, name = target.rpartition(".")
+    signature = inspect.signature(getattr(importlib.import_module(module), name))
+    signature.bind(input_dim=4, **model)

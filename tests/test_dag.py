@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 
 import pytest
 
 from pipelines.config.compose import compose_config
+from pipelines.config.schema import StepResources
 from pipelines.dag import RUN_ID, Dag, Ref, Resources, Step, Uri, build_dag
 
 
@@ -46,7 +48,7 @@ def test_fan_out_expands_into_one_node_per_item() -> None:
 
 
 def test_csv_data_reads_the_uri_and_skips_generation() -> None:
-    dag = _dag("data=csv", "data.uri=/data/in.csv", "data.target=y")
+    dag = _dag("data=csv", "data.uri=/data/in.csv", "data.target=y", "data.id_column=id")
     assert "datagen" not in [s.name for s in dag.steps]
     assert dag.step("etl").inputs["source"] == Uri("/data/in.csv")
 
@@ -96,3 +98,8 @@ def test_dag_tree_shows_resources_and_fan_outs(kfbatch) -> None:
     assert "fan-out: shard in [0, 1, 2, 3], 2 at a time" in result.out
     assert "predictions <- infer.predictions (collected)" in result.out
     assert "tolerations=nvidia.com/gpu" in result.out
+
+
+def test_every_step_has_a_resources_entry() -> None:
+    steps = {f.name for f in dataclasses.fields(StepResources)}
+    assert {step.name for step in _dag().steps} == steps

@@ -175,11 +175,12 @@ def test_data_errors_are_not_retried(runtime: RuntimeConfig) -> None:
 
 @pytest.mark.fault
 def test_timeout_kills_the_step(runtime: RuntimeConfig) -> None:
-    dag = Dag("t", (_step("slow", "sleep", {"seconds": 30}, timeout_s=0.5),))
+    dag = Dag("t", (_step("slow", "sleep", {"seconds": 30}, timeout_s=1.0),))
     started = time.monotonic()
     result = run_dag(dag, runtime)
     assert time.monotonic() - started < 10
-    assert result.nodes["slow"].error == "timed out after 0.5s"
+    assert result.nodes["slow"].error == "timed out after 1s"
+    _wait_until_gone(_worker_pid(Path(result.nodes["slow"].log_path)), timeout_s=1.0)
 
 
 @pytest.mark.fault
@@ -197,11 +198,14 @@ def test_killed_run_resumes_without_losing_finished_steps(tmp_path: Path) -> Non
     """SIGKILL the whole runner mid-pipeline; the next run reuses what had finished."""
     runs = str(tmp_path / "runs")
     command = [sys.executable, "-m", "tests.support.three_step_run", runs]
-    first = subprocess.Popen([*command, "first", "30"], start_new_session=True)
+    first = subprocess.Popen([*command, "first", "30"])
     manifest = tmp_path / "runs" / "first" / "manifest.json"
     _wait_until_running(manifest, "b")
-    os.killpg(first.pid, signal.SIGKILL)
+    log = Path(json.loads(manifest.read_text())["nodes"]["b"]["attempts"][0]["log"])
+    worker_pid = _worker_pid(log)
+    first.kill()  # the runner alone, as the OOM killer would: its workers must not outlive it
     first.wait()
+    _wait_until_gone(worker_pid)
     killed = json.loads(manifest.read_text())
     assert killed["nodes"]["a"]["status"] == "succeeded"
     assert not list((tmp_path / "runs" / ".cache").glob("*/entry.json"))[1:]  # only a's entry
@@ -210,6 +214,26 @@ def test_killed_run_resumes_without_losing_finished_steps(tmp_path: Path) -> Non
     assert second.stdout.strip() == "succeeded"
     resumed = json.loads((tmp_path / "runs" / "second" / "manifest.json").read_text())
     assert [resumed["nodes"][n]["status"] for n in "abc"] == ["cached", "succeeded", "succeeded"]
+    assert not list((tmp_path / "runs" / ".cache").glob(".tmp-*"))  # b's partial attempt
+
+
+def _worker_pid(log: Path) -> int:
+    """The pid of the worker that runs a step, from the first line of its attempt log."""
+    while not (found := re.search(r"\(pid (\d+)\)", log.read_text())):
+        time.sleep(0.05)
+    return int(found.group(1))
+
+
+def _wait_until_gone(pid: int, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    os.kill(pid, signal.SIGKILL)
+    raise AssertionError(f"worker {pid} outlived its runner")
 
 
 def _wait_until_running(manifest: Path, node: str) -> None:
@@ -229,16 +253,14 @@ def test_interrupt_stops_workers_and_records_the_run(tmp_path: Path) -> None:
     run = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     manifest = tmp_path / "runs" / "int" / "manifest.json"
     _wait_until_running(manifest, "b")
-    log = Path(json.loads(manifest.read_text())["nodes"]["b"]["attempts"][0]["log"])
-    while not (found := re.search(r"\(pid (\d+)\)", log.read_text())):
-        time.sleep(0.05)
-    worker_pid = int(found.group(1))
+    worker_pid = _worker_pid(
+        Path(json.loads(manifest.read_text())["nodes"]["b"]["attempts"][0]["log"])
+    )
     run.send_signal(signal.SIGINT)
     _, stderr = run.communicate(timeout=30)
     assert "KeyboardInterrupt" in stderr
     final = json.loads(manifest.read_text())
     assert final["status"] == "interrupted"
     assert [final["nodes"][n]["status"] for n in "abc"] == ["succeeded", "interrupted", "not_run"]
-    with pytest.raises(ProcessLookupError):  # the worker running b was killed with the run
-        os.kill(worker_pid, 0)
+    _wait_until_gone(worker_pid)
     assert not list((tmp_path / "runs" / ".cache").glob(".tmp-*"))

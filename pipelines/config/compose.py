@@ -168,11 +168,12 @@ def _translate(
         key = getattr(root, "full_key", None) or "config"
         message = str(root).splitlines()[0]
         parent, _, leaf = key.rpartition(".")
-        if type(root).__name__ in ("ConfigKeyError", "ConfigAttributeError") and (
-            cls := schema_at(parent)
-        ):
-            unknown = unknown_key_error(cls, f"{parent}." if parent else "", leaf)
-            expected, given = unknown.expected, unknown.given
+        if type(root).__name__ in ("ConfigKeyError", "ConfigAttributeError"):
+            if cls := schema_at(parent):
+                unknown = unknown_key_error(cls, f"{parent}." if parent else "", leaf)
+                expected, given = unknown.expected, unknown.given
+            else:
+                expected, given = f"an existing key (add a new one with +{key}=...)", leaf
         else:
             expected, given = _describe_validation(message)
         in_file = re.match(r"In '([^']+)'", text)

@@ -30,6 +30,7 @@ __all__ = [
     "RuntimeConfig",
     "ScheduleConfig",
     "SplitConfig",
+    "StepResources",
     "Toleration",
     "TrainerConfig",
     "TuneConfig",
@@ -164,13 +165,25 @@ class ResourceSpec:
 
 
 @dataclass
+class StepResources:
+    """Overrides per DAG step (a fan-out step's values apply to each of its branches)."""
+
+    datagen: ResourceSpec = field(default_factory=ResourceSpec)
+    etl: ResourceSpec = field(default_factory=ResourceSpec)
+    train: ResourceSpec = field(default_factory=ResourceSpec)
+    evaluate: ResourceSpec = field(default_factory=ResourceSpec)
+    infer: ResourceSpec = field(default_factory=ResourceSpec)
+    publish: ResourceSpec = field(default_factory=ResourceSpec)
+
+
+@dataclass
 class ResourcesConfig:
     """Per-step resources: ``default`` for every step, ``steps.<name>`` to override."""
 
     default: ResourceSpec = field(
         default_factory=lambda: ResourceSpec(cpu=1.0, memory="2Gi", gpu=0)
     )
-    steps: dict[str, ResourceSpec] = knob({})
+    steps: StepResources = field(default_factory=StepResources)
 
 
 @dataclass

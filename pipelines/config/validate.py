@@ -23,6 +23,13 @@ from pipelines.errors import ConfigError
 
 __all__ = ["schema_at", "unknown_key_error", "validate"]
 
+#: (split, the stage that reads it, what for): such a split must not be empty.
+SPLIT_USERS = (
+    ("train", "etl", "rows to fit features on"),
+    ("validation", "train", "validation rows"),
+    ("test", "evaluate", "test rows"),
+)
+
 #: Which stages each stage needs to have run in the same pipeline.
 STAGE_NEEDS = {"train": ("etl",), "evaluate": ("train",), "infer": ("train",)}
 
@@ -35,7 +42,7 @@ def validate(container: Mapping[str, Any]) -> None:
     """
     _check_node(Config, container, "")
     _check_stages(container["stages"])
-    _check_data(container["data"])
+    _check_data(container["data"], container["stages"])
     _check_model(container["model"])
     _check_resources(container["resources"])
 
@@ -148,15 +155,21 @@ def _check_stages(stages: list[str]) -> None:
             )
 
 
-def _check_data(data: Mapping[str, Any]) -> None:
+def _check_data(data: Mapping[str, Any], stages: list[str]) -> None:
     split = data["split"]
     total = split["train"] + split["validation"] + split["test"]
     if not math.isclose(total, 1.0, abs_tol=1e-6):
         raise ConfigError("data.split", "train + validation + test = 1", f"sum {total:g}")
-    if split["train"] <= 0:
-        raise ConfigError("data.split.train", "a fraction > 0 (training needs rows)", 0.0)
+    for name, stage, use in SPLIT_USERS:
+        if stage in stages and split[name] <= 0:
+            expected = f"a fraction > 0 (stage '{stage}' needs {use})"
+            raise ConfigError(f"data.split.{name}", expected, split[name])
     if data["kind"] == "csv" and not data["uri"]:
         raise ConfigError("data.uri", "the CSV file or directory to read when data.kind=csv")
+    if data["id_column"] is None and "infer" in stages:
+        raise ConfigError(
+            "data.id_column", "the column that identifies rows (predictions are keyed by it)", None
+        )
     if data["id_column"] is not None and data["id_column"] == data["target"]:
         raise ConfigError("data.id_column", "a column other than data.target", data["id_column"])
 

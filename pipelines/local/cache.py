@@ -11,6 +11,7 @@ and produces identical bytes does not invalidate what follows.
 
 from __future__ import annotations
 
+import ast
 import functools
 import hashlib
 import importlib.util
@@ -18,7 +19,7 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ __all__ = [
     "StepCache",
     "component_version",
     "digest_path",
+    "external_digest",
     "step_key",
 ]
 
@@ -38,16 +40,12 @@ _CHUNK = 1 << 20
 
 @dataclass(frozen=True)
 class CacheEntry:
-    """A committed step result."""
+    """A committed step result: ``<path>/outputs/<name>`` holds each output."""
 
     key: str
     path: Path
     outputs: dict[str, str]
     metrics: dict[str, Any]
-
-    def output_path(self, name: str) -> Path:
-        """Where output ``name`` lives."""
-        return self.path / "outputs" / name
 
 
 class StepCache:
@@ -68,23 +66,31 @@ class StepCache:
 
     def stage(self, key: str, attempt: int) -> Path:
         """A fresh temporary directory for one attempt; outputs go to ``<it>/outputs/<name>``."""
-        path = self.root / f".tmp-{key[:16]}-{attempt}-{uuid.uuid4().hex[:8]}"
+        path = self.root / f"{_TMP}{key[:16]}-{attempt}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         (path / "outputs").mkdir(parents=True)
         return path
 
     def commit(
         self, key: str, staged: Path, outputs: tuple[str, ...], metrics: Mapping[str, Any]
     ) -> CacheEntry:
-        """Digest the staged outputs and move them into place as one entry (replacing any)."""
+        """Digest the staged outputs and move them into place as one entry.
+
+        An existing entry with the same output digests is kept (another run may be reading
+        it) and the staged copy dropped; one with different digests is replaced.
+        """
         missing = [name for name in outputs if not (staged / "outputs" / name).exists()]
         if missing:
             raise KfbatchError(f"the step did not write its declared outputs {missing}")
         digests = {name: digest_path(staged / "outputs" / name) for name in outputs}
+        existing = self.get(key)
+        if existing is not None and existing.outputs == digests:
+            self.discard(staged)
+            return existing
         meta = {"key": key, "outputs": digests, "metrics": dict(metrics)}
         (staged / "entry.json").write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
         final = self.root / key
         if final.exists():
-            retired = self.root / f".old-{key[:16]}-{uuid.uuid4().hex[:8]}"
+            retired = self.root / f"{_OLD}{key[:16]}-0-{os.getpid()}-{uuid.uuid4().hex[:8]}"
             final.rename(retired)
             shutil.rmtree(retired, ignore_errors=True)
         staged.rename(final)
@@ -93,6 +99,34 @@ class StepCache:
     def discard(self, staged: Path) -> None:
         """Remove an attempt's temporary directory."""
         shutil.rmtree(staged, ignore_errors=True)
+
+    def remove_abandoned(self) -> list[Path]:
+        """Delete temporary directories left by runner processes that no longer exist."""
+        removed = []
+        for path in self.root.iterdir():
+            if not path.name.startswith((_TMP, _OLD)):
+                continue
+            try:
+                pid = int(path.name.split("-")[-2])
+            except (IndexError, ValueError):
+                continue
+            if not _alive(pid):
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
+        return removed
+
+
+_TMP, _OLD = ".tmp-", ".old-"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def step_key(
@@ -111,26 +145,68 @@ def step_key(
 
 @functools.cache
 def component_version(component: str) -> str:
-    """Digest of the source of the package (or module) that holds ``component``.
+    """Digest of the source of ``component``'s module and what it imports from its package.
 
-    Any code change in that package gives new keys, so stale results are never reused.
-    Found without importing the component's module (which may import torch).
+    A change to that code gives new keys, so stale results are never reused, while a change
+    to an unrelated module of the same package (another component) keeps them. Imports are
+    read from the source with :mod:`ast`: nothing is imported (the module may import torch).
     """
-    top = component.partition(":")[0].split(".")[0]
-    spec = importlib.util.find_spec(top)
-    if spec is None or (spec.origin is None and not spec.submodule_search_locations):
-        raise KfbatchError(f"component {component!r}: module {top!r} is not importable")
-    if spec.submodule_search_locations:
-        files = sorted(
-            f for root in spec.submodule_search_locations for f in Path(root).rglob("*.py")
-        )
-    else:
-        files = [Path(spec.origin)]
     digest = hashlib.sha256()
-    for file in files:
+    for file in _source_closure(component.partition(":")[0]):
         digest.update(file.name.encode())
         digest.update(file.read_bytes())
     return digest.hexdigest()[:16]
+
+
+def _source_closure(module: str) -> list[Path]:
+    """Source files of ``module``, its parent packages and, transitively, same-package imports."""
+    top = module.split(".")[0]
+    spec = importlib.util.find_spec(top)
+    if spec is None or (spec.origin is None and not spec.submodule_search_locations):
+        raise KfbatchError(f"component module {module!r} is not importable; check its name")
+    if not spec.submodule_search_locations:
+        return [Path(spec.origin)]
+    roots = [Path(p) for p in spec.submodule_search_locations]
+    if _locate(roots, module) is None:
+        raise KfbatchError(f"component module {module!r} does not exist in {roots[0]}")
+    found: dict[str, Path] = {}
+    todo = [module]
+    while todo:
+        name = todo.pop()
+        path = _locate(roots, name)
+        if name in found or path is None:
+            continue
+        found[name] = path
+        parts = name.split(".")
+        todo.extend(".".join(parts[:i]) for i in range(1, len(parts)))
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        todo.extend(n for n in _imported_names(path, package) if n.split(".")[0] == top)
+    return sorted(found.values())
+
+
+def _locate(roots: list[Path], name: str) -> Path | None:
+    relative = name.split(".")[1:]
+    for root in roots:
+        base = root.joinpath(*relative)
+        for candidate in (base.with_suffix(".py") if relative else None, base / "__init__.py"):
+            if candidate is not None and candidate.is_file():
+                return candidate
+    return None
+
+
+def _imported_names(path: Path, package: str) -> Iterator[str]:
+    """Every module name ``path`` may import (``from a import b`` yields ``a`` and ``a.b``)."""
+    for node in ast.walk(ast.parse(path.read_bytes())):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, *([node.module] if node.module else [])])
+            else:
+                base = node.module or ""
+            yield base
+            yield from (f"{base}.{alias.name}" for alias in node.names)
 
 
 def digest_path(path: str | Path) -> str:

@@ -179,7 +179,13 @@ def run_dag(
     run_id = run_id or _new_run_id(dag.name)
     runs_dir = Path(runtime.runs_dir)
     run_dir = runs_dir / run_id
-    run_dir.mkdir(parents=True, exist_ok=False)
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir()
+    except FileExistsError:
+        raise KfbatchError(
+            f"run folder {run_dir} already exists; choose another --run-id"
+        ) from None
     (run_dir / "config.yaml").write_text(config_yaml)
     (run_dir / "dag.json").write_text(json.dumps(dag.to_dict(), indent=2, sort_keys=True))
     _point_latest(runs_dir, run_id)
@@ -217,6 +223,8 @@ class _Execution:
         self.dag, self.runtime, self.run_id, self.run_dir = dag, runtime, run_id, run_dir
         self.no_cache, self.reporter = no_cache, reporter
         self.cache = StepCache(runtime.cache_dir)
+        for path in self.cache.remove_abandoned():
+            log.info("removed %s, left by a runner that no longer exists", path)
         self.nodes = {node.name: node for node in dag.nodes()}
         self.records = {
             name: NodeRecord(name, node.step.name, node.step.component)
@@ -308,9 +316,9 @@ class _Execution:
                 if record.cache_key is None:
                     try:
                         self._prepare(name)
-                    except KfbatchError as error:  # e.g. an input file that does not exist
-                        self._fail_before_start(record, str(error))
-                        continue
+                    except Exception as error:  # e.g. an input that does not exist
+                        self._fail_before_start(record, _one_line(error))
+                        return
                 if self._reuse_cached(name):
                     progressed = True
                     continue
@@ -438,7 +446,7 @@ class _Execution:
         self.cache.discard(staged)
         attempt.update(status=FAILED, error=outcome.error)
         record.error = outcome.error
-        retryable = not outcome.data_error and len(record.attempts) <= node.step.retries
+        retryable = not outcome.permanent and len(record.attempts) <= node.step.retries
         if retryable and not self.stopping:
             backoff = self.runtime.retry_backoff_s * 2 ** (len(record.attempts) - 1)
             self.not_before[name] = time.monotonic() + backoff
@@ -507,6 +515,11 @@ class _Execution:
         tmp.write_text(json.dumps(manifest, indent=2, default=str))
         os.replace(tmp, self.run_dir / "manifest.json")
         self.manifest_written_at, self.manifest_dirty = time.monotonic(), False
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    return text if isinstance(error, KfbatchError) else f"{type(error).__name__}: {text}"
 
 
 def _substitute(value: Any, placeholder: str, replacement: str) -> Any:

@@ -12,7 +12,9 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -40,12 +42,12 @@ class StepTask:
 
 @dataclass(frozen=True)
 class StepOutcome:
-    """What came of one attempt: metrics on success, else the error and whether it is data."""
+    """What came of one attempt: metrics on success, else the error and whether a retry helps."""
 
     ok: bool
     metrics: dict[str, Any] = field(default_factory=dict)
     error: str = ""
-    data_error: bool = False
+    permanent: bool = False
     seconds: float = 0.0
 
 
@@ -67,7 +69,7 @@ def execute(task: StepTask) -> StepOutcome:
             outcome = StepOutcome(
                 False,
                 error=_one_line(error),
-                data_error=_is_data_error(error),
+                permanent=_is_permanent(error),
                 seconds=time.perf_counter() - started,
             )
     return outcome
@@ -116,10 +118,10 @@ def _limit_threads(threads: int) -> None:
         sys.modules["pyarrow"].set_cpu_count(max(threads, 1))
 
 
-def _is_data_error(error: BaseException) -> bool:
-    from components.errors import DataError
+def _is_permanent(error: BaseException) -> bool:
+    from components.errors import PermanentError
 
-    return isinstance(error, DataError)
+    return isinstance(error, PermanentError)
 
 
 def _one_line(error: BaseException) -> str:
@@ -142,7 +144,24 @@ def serve(connection: Connection) -> None:
 def main() -> None:
     """Entry point of ``python -m pipelines.local.worker FD``."""
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    _exit_with_parent()
     serve(Connection(int(sys.argv[1])))
+
+
+def _exit_with_parent(interval_s: float = 0.5) -> None:
+    """Kill this worker's process group if the runner dies (even by SIGKILL).
+
+    Workers run in their own session so that a step's child processes can be killed with
+    it; the flip side is that nothing else would stop a busy worker whose runner is gone.
+    """
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval_s)
+        os.killpg(os.getpgid(0), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="kfbatch-parent-watch", daemon=True).start()
 
 
 if __name__ == "__main__":
