@@ -6,6 +6,6 @@ needs by name (``importlib.import_module("components.train")``). Importing this 
 cheap: it loads no torch or pyarrow.
 """
 
-from components.errors import DataError, KfbatchError
+from components.errors import DataError, KfbatchError, ParamError, PermanentError
 
-__all__ = ["DataError", "KfbatchError"]
+__all__ = ["DataError", "KfbatchError", "ParamError", "PermanentError"]

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from components.errors import DataError
+from components.errors import ParamError
 from components.io import atomic_path
 
 __all__ = ["run"]
@@ -65,14 +65,14 @@ def run(
     elif kind == "sklearn":
         rows = _write_sklearn(path, dataset=params.get("dataset") or "breast_cancer")
     else:
-        raise DataError(f"datagen kind {kind!r} is unknown; expected 'synthetic' or 'sklearn'")
+        raise ParamError(f"datagen kind {kind!r} is unknown; expected 'synthetic' or 'sklearn'")
     log.info("wrote %d rows to %s", rows, path)
     return {"rows": rows}
 
 
 def _write_synthetic(path: str, *, rows: int, seed: int) -> int:
     if rows < 1:
-        raise DataError(f"datagen rows={rows} is not positive; set rows to at least 1")
+        raise ParamError(f"datagen rows={rows} is not positive; set rows to at least 1")
     with atomic_path(path) as tmp, pacsv.CSVWriter(tmp, churn_schema()) as writer:
         for start in range(0, rows, CHUNK_ROWS):
             count = min(CHUNK_ROWS, rows - start)
@@ -168,7 +168,7 @@ def churn_chunk(start: int, count: int, seed: int) -> pa.Table:
 
 def _write_sklearn(path: str, *, dataset: str) -> int:
     if dataset != "breast_cancer":
-        raise DataError(f"datagen dataset {dataset!r} is unknown; expected 'breast_cancer'")
+        raise ParamError(f"datagen dataset {dataset!r} is unknown; expected 'breast_cancer'")
     from sklearn.datasets import load_breast_cancer
 
     frame = load_breast_cancer(as_frame=True).frame

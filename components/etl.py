@@ -3,7 +3,12 @@
 One pass over the source: each record batch is split by a keyed hash of the row id (so a
 row keeps its split and shard when rows are appended or files reordered), written to one
 buffered Parquet writer per output file, and fed to the feature-spec accumulator when it
-belongs to the train split. The manifest is written last and marks the dataset complete.
+belongs to the train split. The ``dataset`` and ``scoring`` manifests are written last and
+mark those outputs complete.
+
+The splits (``dataset``) and the scoring shards (``scoring``) are separate outputs, and
+nothing in ``dataset`` depends on the shard count: changing only ``shards`` leaves it
+byte-identical, so a runner that caches by input digests reuses training.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import pyarrow.csv as pacsv
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from components.errors import DataError
+from components.errors import DataError, ParamError
 from components.features import FEATURE_SPEC_FILE, FeatureSpecAccumulator
 from components.io import MANIFEST_FILE, SPLITS, ParquetSink, scoring_shard_path, write_json
 
@@ -32,8 +37,9 @@ __all__ = ["run"]
 
 log = logging.getLogger(__name__)
 
-# Rows buffered across all writers before the largest one is flushed early; bounds memory
-# when there are many scoring shards.
+# Rows buffered across the scoring shard writers before the largest one is flushed early;
+# bounds memory when there are many shards. Split writers are never flushed early, so the
+# row groups of the dataset do not depend on the shard count.
 PENDING_ROWS_BUDGET = 1_000_000
 PROGRESS_ROWS = 1_000_000
 _MIN_BLOCK, _MAX_BLOCK = 1 << 20, 64 << 20
@@ -55,24 +61,24 @@ class _Settings:
     def from_params(cls, params: dict[str, Any]) -> _Settings:
         fmt = params.get("format", "csv")
         if fmt != "csv":
-            raise DataError(f"etl format {fmt!r} is not supported; expected 'csv'")
+            raise ParamError(f"etl format {fmt!r} is not supported; expected 'csv'")
         split = params.get("split", {"train": 0.8, "validation": 0.1, "test": 0.1})
         unknown = sorted(set(split) - set(SPLITS))
         if unknown:
-            raise DataError(f"split has unknown keys {unknown}; expected only {list(SPLITS)}")
+            raise ParamError(f"split has unknown keys {unknown}; expected only {list(SPLITS)}")
         train, validation, test = (float(split.get(name, 0.0)) for name in SPLITS)
         fractions = (train, validation, test)
         if min(fractions) < 0 or abs(sum(fractions) - 1.0) > 1e-6 or fractions[0] <= 0:
-            raise DataError(
+            raise ParamError(
                 f"split fractions {dict(zip(SPLITS, fractions, strict=True))} are invalid; "
                 "expected non-negative fractions summing to 1 with train > 0"
             )
         shards = int(params.get("shards", 1))
         if shards < 1:
-            raise DataError(f"shards={shards} is invalid; expected at least 1 scoring shard")
+            raise ParamError(f"shards={shards} is invalid; expected at least 1 scoring shard")
         features = dict(params.get("features") or {})
         if not params.get("target"):
-            raise DataError("etl params have no target; set target to the label column's name")
+            raise ParamError("etl params have no target; set target to the label column's name")
         return cls(
             id_column=params.get("id_column"),
             target=params["target"],
@@ -89,7 +95,10 @@ class _Settings:
 def run(
     inputs: dict[str, str | list[str]], params: dict[str, Any], outputs: dict[str, str]
 ) -> dict[str, float | int | str]:
-    """Convert CSV source data into a split, sharded Parquet dataset and a feature spec.
+    """Convert CSV source data into Parquet splits, scoring shards and a feature spec.
+
+    Every source row lands in exactly one split and, independently, in exactly one
+    scoring shard.
 
     Args:
         inputs: ``source``: a CSV file, a directory of ``*.csv`` files (read in name
@@ -97,7 +106,9 @@ def run(
         params: ``id_column`` (None: hash whole rows), ``target``, ``split`` fractions,
             ``shards``, ``seed``, ``features`` (roles, ``drop``, ``max_categories``),
             ``csv.delimiter`` and ``batch_rows`` (approximate rows per parsed batch).
-        outputs: ``dataset`` and ``feature_spec`` directories to create.
+        outputs: Directories to create: ``dataset`` (``train/``, ``validation/``,
+            ``test/`` and ``_manifest.json``), ``feature_spec`` and ``scoring``
+            (``shard-00000.parquet``, ... and ``_manifest.json``).
 
     Returns:
         Row counts per split, ``seconds`` and ``rows_per_s``.
@@ -107,9 +118,9 @@ def run(
     if not isinstance(source, str):
         raise DataError(f"etl source must be one path or URI, got a list: {source}")
     dataset_dir, spec_dir = outputs["dataset"], outputs["feature_spec"]
-    for directory in (dataset_dir, spec_dir, *(os.path.join(dataset_dir, s) for s in SPLITS)):
+    scoring_dir = outputs["scoring"]
+    for directory in (spec_dir, scoring_dir, *(os.path.join(dataset_dir, s) for s in SPLITS)):
         os.makedirs(directory, exist_ok=True)
-    os.makedirs(os.path.join(dataset_dir, "scoring"), exist_ok=True)
 
     start = time.perf_counter()
     fs, files = _source_files(source)
@@ -127,29 +138,39 @@ def run(
         timestamp=settings.features.get("timestamp"),
         max_categories=int(settings.features.get("max_categories", 50)),
     )
-    rows, split_rows, shard_rows = _write_dataset(
-        _chain(first, batches), schema, settings, dataset_dir, accumulator
+    rows, split_rows, shard_rows = _write_outputs(
+        _chain(first, batches), schema, settings, dataset_dir, scoring_dir, accumulator
     )
     if split_rows[0] == 0:
         raise DataError(
             f"the train split is empty ({rows} rows in total); add rows or raise split.train"
         )
     if settings.id_column is not None:
-        _check_unique_ids(dataset_dir, settings)
+        _check_unique_ids(scoring_dir, settings)
 
     spec = accumulator.finalize()
+    columns = [[f.name, str(f.type)] for f in schema]
     write_json(os.path.join(spec_dir, FEATURE_SPEC_FILE), spec.to_dict())
     write_json(
         os.path.join(dataset_dir, MANIFEST_FILE),
         {
             "rows": rows,
             "splits": dict(zip(SPLITS, split_rows, strict=True)),
-            "shards": shard_rows,
-            "schema": [[f.name, str(f.type)] for f in schema],
+            "schema": columns,
             "id_column": settings.id_column,
             "target": settings.target,
             "feature_spec_version": spec.version,
             "split_fractions": dict(zip(SPLITS, settings.fractions, strict=True)),
+            "seed": settings.seed,
+        },
+    )
+    write_json(
+        os.path.join(scoring_dir, MANIFEST_FILE),
+        {
+            "rows": rows,
+            "shards": shard_rows,
+            "schema": columns,
+            "id_column": settings.id_column,
             "seed": settings.seed,
         },
     )
@@ -169,11 +190,12 @@ def run(
     }
 
 
-def _write_dataset(
+def _write_outputs(
     batches: Iterator[pa.RecordBatch],
     schema: pa.Schema,
     settings: _Settings,
     dataset_dir: str,
+    scoring_dir: str,
     accumulator: FeatureSpecAccumulator,
 ) -> tuple[int, list[int], list[int]]:
     """Route every row to its split and scoring shard; return (rows, split rows, shard rows)."""
@@ -181,7 +203,7 @@ def _write_dataset(
         ParquetSink(os.path.join(dataset_dir, s, "part-00000.parquet"), schema) for s in SPLITS
     ]
     shard_sinks = [
-        ParquetSink(scoring_shard_path(dataset_dir, k), schema) for k in range(settings.shards)
+        ParquetSink(scoring_shard_path(scoring_dir, k), schema) for k in range(settings.shards)
     ]
     sinks = split_sinks + shard_sinks
     hasher = _RowHasher(settings)
@@ -199,7 +221,7 @@ def _write_dataset(
                     accumulator.update(part)
             for shard, part in _partition(batch, shard_hash, settings.shards):
                 shard_sinks[shard].write(part)
-            _bound_pending(sinks)
+            _bound_pending(shard_sinks)
         return rows, [s.close() for s in split_sinks], [s.close() for s in shard_sinks]
     except BaseException:
         for sink in sinks:
@@ -363,10 +385,10 @@ def _chain(first: pa.RecordBatch, rest: Iterator[pa.RecordBatch]) -> Iterator[pa
     yield from rest
 
 
-def _check_unique_ids(dataset_dir: str, settings: _Settings) -> None:
+def _check_unique_ids(scoring_dir: str, settings: _Settings) -> None:
     """Equal ids hash to the same shard, so checking each shard finds every duplicate."""
     for shard in range(settings.shards):
-        path = scoring_shard_path(dataset_dir, shard)
+        path = scoring_shard_path(scoring_dir, shard)
         ids = pq.read_table(path, columns=[settings.id_column]).column(0)
         if pc.count_distinct(ids).as_py() != len(ids):
             counts = pc.value_counts(ids)

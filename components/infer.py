@@ -38,7 +38,7 @@ def run(
     """Score scoring shard ``params["shard"]`` and write ``predictions/part-<shard>.parquet``.
 
     Args:
-        inputs: ``dataset`` (etl output) and ``model`` (train output) directories.
+        inputs: ``scoring`` (etl output) and ``model`` (train output) directories.
         params: ``shard`` index, ``batch_size`` (rows per forward pass), ``run_id``
             (recorded in every row) and the label ``threshold`` on the score.
         outputs: ``predictions``: directory to create.
@@ -47,22 +47,22 @@ def run(
         ``rows``, ``seconds`` and ``rows_per_s``.
     """
     start = time.perf_counter()
-    dataset_dir = str(inputs["dataset"])
+    scoring_dir = str(inputs["scoring"])
     shard = int(params["shard"])
     batch_size = int(params.get("batch_size", 16_384))
     run_id = str(params.get("run_id", ""))
     threshold = float(params.get("threshold", 0.5))
-    manifest = read_manifest(dataset_dir)
+    manifest = read_manifest(scoring_dir)
     shards = len(manifest["shards"])
     if not 0 <= shard < shards:
         raise DataError(
-            f"shard {shard} is out of range: dataset {dataset_dir} has {shards} scoring shards "
+            f"shard {shard} is out of range: scoring set {scoring_dir} has {shards} shards "
             f"(0..{shards - 1}); fan inference out over exactly {shards} shards"
         )
     id_column = manifest["id_column"]
     if id_column is None:
         raise DataError(
-            f"dataset {dataset_dir} has no id column, so predictions cannot be keyed; "
+            f"scoring set {scoring_dir} has no id column, so predictions cannot be keyed; "
             "re-run etl with id_column set"
         )
     model, spec, meta = load_model(str(inputs["model"]))
@@ -71,7 +71,7 @@ def run(
     schema = predictions_schema(id_column)
     out_dir = outputs["predictions"]
     os.makedirs(out_dir, exist_ok=True)
-    source = scoring_shard_path(dataset_dir, shard)
+    source = scoring_shard_path(scoring_dir, shard)
     columns = list(dict.fromkeys([id_column, *spec.input_columns]))
     with ParquetSink(os.path.join(out_dir, f"part-{shard:05d}.parquet"), schema) as sink:
         for batch in iter_batches(source, columns, batch_size):

@@ -19,7 +19,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from components.errors import DataError
+from components.errors import DataError, ParamError
 
 __all__ = [
     "MANIFEST_FILE",
@@ -103,13 +103,13 @@ def iter_batches(path: str, columns: list[str], batch_rows: int) -> Iterator[pa.
 def split_parts(dataset_dir: str, split: str) -> list[str]:
     """The Parquet parts of one split (``train``, ``validation``, ``test``) of an etl dataset."""
     if split not in SPLITS:
-        raise DataError(f"split {split!r} is unknown; expected one of {list(SPLITS)}")
+        raise ParamError(f"split {split!r} is unknown; expected one of {list(SPLITS)}")
     return list_parts(os.path.join(dataset_dir, split))
 
 
-def scoring_shard_path(dataset_dir: str, shard: int) -> str:
-    """Path of scoring shard ``shard`` of an etl dataset."""
-    return os.path.join(dataset_dir, "scoring", f"shard-{shard:05d}.parquet")
+def scoring_shard_path(scoring_dir: str, shard: int) -> str:
+    """Path of shard ``shard`` in an etl ``scoring`` output directory."""
+    return os.path.join(scoring_dir, f"shard-{shard:05d}.parquet")
 
 
 class ParquetSink:

@@ -1,7 +1,9 @@
 """Publish predictions: the reduce step of the inference fan-out.
 
 Gathers every shard's ``part-*.parquet`` into one directory after checking that there is
-exactly one prediction per scoring row, then writes ``_manifest.json`` last.
+exactly one prediction per scoring row and that one model made them all, then writes
+``_manifest.json`` last. Shards may come from different runs (a resumed run reuses the
+shards an interrupted one finished), so several run ids are allowed and recorded.
 """
 
 from __future__ import annotations
@@ -29,21 +31,23 @@ def run(
 
     Ids are checked for uniqueness within each file: etl shards by a hash of the id, so
     equal ids always land in the same shard, and memory stays bounded by one shard.
+    Predictions from more than one model version are refused; the manifest lists the
+    sorted ``run_ids`` that scored the rows.
 
     Args:
         inputs: ``predictions``: the infer output directories (one per shard, or one
-            path); ``dataset``: the etl dataset that was scored.
-        params: Unused; the id column and expected counts come from the dataset manifest.
+            path); ``scoring``: the etl scoring set that was scored.
+        params: Unused; the id column and expected counts come from the scoring manifest.
         outputs: ``predictions``: directory to create.
 
     Returns:
         ``rows`` and ``files`` published.
     """
     del params
-    dataset_dir = str(inputs["dataset"])
+    scoring_dir = str(inputs["scoring"])
     sources = inputs["predictions"]
     source_dirs = [sources] if isinstance(sources, str) else list(sources)
-    manifest = read_manifest(dataset_dir)
+    manifest = read_manifest(scoring_dir)
     id_column = manifest["id_column"]
     expected = {f"part-{k:05d}.parquet": n for k, n in enumerate(manifest["shards"])}
 
@@ -58,8 +62,8 @@ def run(
                 )
             if name not in expected:
                 raise DataError(
-                    f"{path} matches no scoring shard of {dataset_dir} (it has "
-                    f"{len(expected)} shards); publish only this dataset's predictions"
+                    f"{path} matches no shard of scoring set {scoring_dir} (it has "
+                    f"{len(expected)} shards); publish only this scoring set's predictions"
                 )
             files[name] = path
     rows = {name: pq.ParquetFile(path).metadata.num_rows for name, path in files.items()}
@@ -76,10 +80,10 @@ def run(
             )
         versions.update(pc.unique(table["model_version"]).to_pylist())
         run_ids.update(pc.unique(table["run_id"]).to_pylist())
-    if len(versions) > 1 or len(run_ids) > 1:
+    if len(versions) > 1:
         raise DataError(
-            f"predictions mix model versions {sorted(versions)} and run ids {sorted(run_ids)}; "
-            "re-run inference for every shard with one model and run id"
+            f"predictions mix model versions {sorted(versions)}; re-run inference for every "
+            "shard with one model"
         )
 
     out_dir = outputs["predictions"]
@@ -93,7 +97,7 @@ def run(
             "rows": total,
             "files": [{"name": name, "rows": rows[name]} for name in sorted(files)],
             "model_version": next(iter(versions), None),
-            "run_id": next(iter(run_ids), None),
+            "run_ids": sorted(run_ids),
         },
     )
     log.info("published %d predictions in %d files to %s", total, len(files), out_dir)

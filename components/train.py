@@ -20,7 +20,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
-from components.errors import DataError, KfbatchError
+from components.errors import DataError, ParamError
 from components.features import FeatureSpec, load_feature_spec
 from components.io import iter_batches, read_manifest, split_parts
 from components.model_artifact import save_model
@@ -52,19 +52,24 @@ class TrainerConfig:
 
     @classmethod
     def from_dict(cls, params: dict[str, Any]) -> TrainerConfig:
-        """Build from ``trainer`` params; keys for other trainers (e.g. nodes) are ignored."""
+        """Build from ``trainer`` params; keys for other trainers (e.g. nodes) are ignored.
+
+        Raises:
+            ParamError: an unknown optimizer, ``epochs`` or ``batch_size`` below 1, or a
+                non-positive ``lr``.
+        """
         names = {f.name for f in dataclasses.fields(cls)}
         config = cls(**{k: v for k, v in params.items() if k in names})
         if config.optimizer not in _OPTIMIZERS:
-            raise KfbatchError(
+            raise ParamError(
                 f"trainer.optimizer {config.optimizer!r} is unknown; expected one of "
                 f"{sorted(_OPTIMIZERS)}"
             )
         for key in ("epochs", "batch_size"):
             if getattr(config, key) < 1:
-                raise KfbatchError(f"trainer.{key}={getattr(config, key)} must be at least 1")
+                raise ParamError(f"trainer.{key}={getattr(config, key)} must be at least 1")
         if not config.lr > 0:
-            raise KfbatchError(f"trainer.lr={config.lr} must be positive")
+            raise ParamError(f"trainer.lr={config.lr} must be positive")
         return config
 
 
@@ -174,7 +179,7 @@ class Trainer:
         with torch.inference_mode():
             shape = tuple(self.model(self.train_x[:1]).shape)
         if shape != (1, 1):
-            raise KfbatchError(
+            raise ParamError(
                 f"model {self.model_cfg.get('_target_')!r} returns shape {shape} for one row; "
                 "binary classification needs one logit per row (set output_dim: 1)"
             )

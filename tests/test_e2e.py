@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import pyarrow.dataset as ds
@@ -83,6 +84,29 @@ def test_rerun_reuses_every_step(demo: RunResult, runs_dir: Path) -> None:
     assert _predictions(again).count_rows() == 3000
 
 
+def test_more_shards_rescore_without_retraining(demo: RunResult, runs_dir: Path) -> None:
+    reshard = run_local(
+        compose_config([*SMALL, "inference.shards=4", f"runtime.runs_dir={runs_dir}"])
+    )
+    statuses = {name: r.status for name, r in reshard.nodes.items()}
+    assert statuses["etl"] == "succeeded"  # the scoring set is re-sharded...
+    assert statuses["train"] == statuses["evaluate"] == "cached"  # ...the training data is not
+    assert [statuses[f"infer-{i}"] for i in range(4)] == ["succeeded"] * 4
+    assert _predictions(reshard).count_rows() == 3000
+
+
+def test_resume_partway_through_the_fan_out(demo: RunResult, runs_dir: Path) -> None:
+    """A run stopped after some shards were scored reuses them and scores only the rest."""
+    shutil.rmtree(Path(demo.nodes["infer-1"].outputs["predictions"]["path"]).parents[1])
+    resumed = run_local(compose_config([*SMALL, f"runtime.runs_dir={runs_dir}"]))
+    assert resumed.ok, [(r.node, r.error) for r in resumed.failed]
+    ran = sorted(name for name, r in resumed.nodes.items() if r.status == "succeeded")
+    assert ran == ["infer-1", "publish"]
+    table = _predictions(resumed).to_table()
+    assert table.num_rows == len(set(table.column("customer_id").to_pylist())) == 3000
+    assert set(table.column("run_id").to_pylist()) == {demo.run_id, resumed.run_id}
+
+
 def test_changed_training_params_rerun_only_downstream(demo: RunResult, runs_dir: Path) -> None:
     changed = run_local(
         compose_config([*SMALL, "trainer.epochs=1", f"runtime.runs_dir={runs_dir}"])
@@ -159,6 +183,7 @@ def test_failed_step_is_named_with_its_log(kfbatch, tmp_path: Path) -> None:
         "data=csv",
         f"data.uri={data}",
         "data.target=missing_col",
+        "data.id_column=loan_id",
         f"runtime.runs_dir={tmp_path / 'runs'}",
     )
     assert result.code == 1
@@ -176,8 +201,16 @@ def test_missing_input_file_fails_the_step_that_reads_it(kfbatch, tmp_path: Path
         "data=csv",
         f"data.uri={tmp_path / 'nope.csv'}",
         "data.target=y",
+        "data.id_column=id",
         f"runtime.runs_dir={tmp_path / 'runs'}",
     )
     assert result.code == 1
     assert "step etl failed: input" in result.out
     assert "does not exist; check data.uri" in result.out
+
+
+def test_reused_run_id_is_refused(kfbatch, tmp_path: Path) -> None:
+    (tmp_path / "runs" / "taken").mkdir(parents=True)
+    result = kfbatch("run", "--run-id", "taken", f"runtime.runs_dir={tmp_path / 'runs'}")
+    assert result.code == 1
+    assert "already exists; choose another --run-id" in result.err

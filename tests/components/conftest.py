@@ -17,7 +17,11 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
     etl_metrics = etl.run(
         {"source": str(root / "raw")},
         etl_params(),
-        {"dataset": str(root / "dataset"), "feature_spec": str(root / "feature_spec")},
+        {
+            "dataset": str(root / "dataset"),
+            "feature_spec": str(root / "feature_spec"),
+            "scoring": str(root / "scoring"),
+        },
     )
     train_metrics = train.run(
         {"dataset": str(root / "dataset"), "feature_spec": str(root / "feature_spec")},
@@ -28,6 +32,7 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
         raw=root / "raw",
         dataset=root / "dataset",
         feature_spec=root / "feature_spec",
+        scoring=root / "scoring",
         model=root / "model",
         etl_metrics=etl_metrics,
         train_metrics=train_metrics,

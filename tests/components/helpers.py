@@ -59,6 +59,7 @@ class Pipeline:
     raw: Path
     dataset: Path
     feature_spec: Path
+    scoring: Path
     model: Path
     etl_metrics: dict[str, Any]
     train_metrics: dict[str, Any]

@@ -9,7 +9,7 @@ import pyarrow.csv as pacsv
 import pytest
 
 from components import datagen
-from components.errors import DataError
+from components.errors import ParamError
 
 
 def _synthetic(tmp_path: Path, name: str, rows: int, seed: int) -> Path:
@@ -78,6 +78,16 @@ def test_sklearn_breast_cancer_export(tmp_path: Path) -> None:
     assert pc.sum(table["malignant"]).as_py() == 212  # 212 malignant, 357 benign
 
 
-def test_unknown_kind_is_a_data_error(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match=r"datagen kind 'parquet' is unknown"):
-        datagen.run({}, {"kind": "parquet"}, {"raw": str(tmp_path / "raw")})
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"kind": "parquet"}, r"datagen kind 'parquet' is unknown"),
+        ({"kind": "synthetic", "rows": 0, "seed": 0}, r"datagen rows=0 is not positive"),
+        ({"kind": "sklearn", "dataset": "iris"}, r"datagen dataset 'iris' is unknown"),
+    ],
+)
+def test_bad_params_are_param_errors(
+    tmp_path: Path, params: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ParamError, match=message):
+        datagen.run({}, params, {"raw": str(tmp_path / "raw")})

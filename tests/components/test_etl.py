@@ -1,4 +1,4 @@
-"""ETL: hash splits and shards, stability under appends, manifest, validation errors."""
+"""ETL: hash splits and shards, stability under appends, manifests, validation errors."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from components import etl
-from components.errors import DataError
+from components.errors import DataError, ParamError
 from components.features import load_feature_spec
 
 from .helpers import Pipeline, etl_params, write_csv
@@ -31,26 +31,50 @@ def _run(source: Path, out: Path, **overrides: Any) -> dict[str, Any]:
     return etl.run(
         {"source": str(source)},
         params,
-        {"dataset": str(out / "dataset"), "feature_spec": str(out / "spec")},
+        {
+            "dataset": str(out / "dataset"),
+            "feature_spec": str(out / "spec"),
+            "scoring": str(out / "scoring"),
+        },
     )
 
 
-def _assignments(dataset: Path, column: str = "id") -> dict[str, str]:
+def _assignments(out: Path, column: str = "id") -> dict[str, str]:
     """Map each id to the split or scoring shard file it landed in."""
     where = {}
-    for path in sorted(dataset.glob("*/*.parquet")):
+    paths = [*(out / "dataset").glob("*/*.parquet"), *(out / "scoring").glob("*.parquet")]
+    for path in sorted(paths):
         for value in pq.read_table(path, columns=[column])[column].to_pylist():
             key = f"{path.parent.name}/{path.name}"
             where.setdefault(value, []).append(key)
     return {k: ",".join(v) for k, v in where.items()}
 
 
-def test_manifest_counts_splits_and_every_row_in_one_shard(pipeline: Pipeline) -> None:
+def _files(directory: Path) -> dict[str, bytes]:
+    """Every file under ``directory`` by relative path, with its bytes."""
+    return {
+        str(p.relative_to(directory)): p.read_bytes()
+        for p in sorted(directory.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_manifests_count_splits_and_every_row_in_one_shard(pipeline: Pipeline) -> None:
     manifest = json.loads((pipeline.dataset / "_manifest.json").read_text())
-    assert manifest["rows"] == 4000 == pipeline.etl_metrics["rows"]
+    scoring = json.loads((pipeline.scoring / "_manifest.json").read_text())
+    assert manifest["rows"] == scoring["rows"] == 4000 == pipeline.etl_metrics["rows"]
     assert sum(manifest["splits"].values()) == 4000
-    assert sum(manifest["shards"]) == 4000
-    assert manifest["id_column"] == "customer_id"
+    assert sum(scoring["shards"]) == 4000
+    assert "shards" not in manifest
+    assert manifest["id_column"] == scoring["id_column"] == "customer_id"
+    assert manifest["schema"] == scoring["schema"]
+    assert manifest["seed"] == scoring["seed"] == 7
+    assert sorted(p.name for p in pipeline.dataset.iterdir()) == [
+        "_manifest.json",
+        "test",
+        "train",
+        "validation",
+    ]
     assert manifest["feature_spec_version"] == load_feature_spec(str(pipeline.feature_spec)).version
     assert ["signup_at", "timestamp[s]"] in manifest["schema"]
     for split, expected in {"train": 0.7, "validation": 0.15, "test": 0.15}.items():
@@ -60,8 +84,8 @@ def test_manifest_counts_splits_and_every_row_in_one_shard(pipeline: Pipeline) -
             == (manifest["splits"][split])
         )
     ids = []
-    for shard, count in enumerate(manifest["shards"]):
-        table = pq.read_table(pipeline.dataset / "scoring" / f"shard-{shard:05d}.parquet")
+    for shard, count in enumerate(scoring["shards"]):
+        table = pq.read_table(pipeline.scoring / f"shard-{shard:05d}.parquet")
         assert table.num_rows == count > 1000
         ids += table["customer_id"].to_pylist()
     assert len(ids) == len(set(ids)) == 4000
@@ -82,8 +106,8 @@ def test_rows_keep_their_split_and_shard_when_rows_are_appended(tmp_path: Path) 
     write_csv(tmp_path / "more" / "b.csv", HEADER, _rows(600, 1500))
     _run(tmp_path / "small.csv", tmp_path / "one")
     _run(tmp_path / "more", tmp_path / "two")
-    before = _assignments(tmp_path / "one" / "dataset")
-    after = _assignments(tmp_path / "two" / "dataset")
+    before = _assignments(tmp_path / "one")
+    after = _assignments(tmp_path / "two")
     assert len(after) == 1500
     assert {k: after[k] for k in before} == before
     assert all(v.count("scoring/") == 1 and v.count(",") == 1 for v in after.values())
@@ -93,11 +117,38 @@ def test_running_twice_gives_identical_bytes(tmp_path: Path) -> None:
     write_csv(tmp_path / "data.csv", HEADER, _rows(0, 500))
     _run(tmp_path / "data.csv", tmp_path / "a")
     _run(tmp_path / "data.csv", tmp_path / "b")
-    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*.*"))
-    assert len(files) == 3 + 3 + 2  # splits, shards, manifest + spec
-    for name in files:
-        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    files = _files(tmp_path / "a")
+    assert len(files) == 3 + 3 + 2 + 1  # splits, shards, two manifests, spec
+    assert files == _files(tmp_path / "b")
     assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_shard_count_changes_only_the_scoring_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A small budget forces early flushes, as many shards do on big inputs; with this one,
+    # flushing split writers too would give different row groups for 2 and 3 shards.
+    monkeypatch.setattr(etl, "PENDING_ROWS_BUDGET", 330)
+    (tmp_path / "source").mkdir()
+    for k in range(3):  # one record batch per file
+        write_csv(tmp_path / "source" / f"{k}.csv", HEADER, _rows(200 * k, 200 * (k + 1)))
+    _run(tmp_path / "source", tmp_path / "two", shards=2)
+    _run(tmp_path / "source", tmp_path / "three", shards=3)
+    dataset = _files(tmp_path / "two" / "dataset")
+    assert sorted(dataset) == [
+        "_manifest.json",
+        "test/part-00000.parquet",
+        "train/part-00000.parquet",
+        "validation/part-00000.parquet",
+    ]
+    assert dataset == _files(tmp_path / "three" / "dataset")
+    assert _files(tmp_path / "two" / "spec") == _files(tmp_path / "three" / "spec")
+    two, three = _files(tmp_path / "two" / "scoring"), _files(tmp_path / "three" / "scoring")
+    assert len(two) == 2 + 1 and len(three) == 3 + 1
+    assert (
+        json.loads(two["_manifest.json"])["shards"] != json.loads(three["_manifest.json"])["shards"]
+    )
+    assert sum(json.loads(three["_manifest.json"])["shards"]) == 600
 
 
 def test_without_an_id_column_whole_rows_are_hashed(tmp_path: Path) -> None:
@@ -114,7 +165,7 @@ def test_drop_removes_columns_from_dataset_and_features(tmp_path: Path) -> None:
     write_csv(tmp_path / "data.csv", HEADER, _rows(0, 200))
     features = etl_params()["features"] | {"drop": ["at"]}
     _run(tmp_path / "data.csv", tmp_path / "out", features=features)
-    schema = pq.read_schema(tmp_path / "out" / "dataset" / "scoring" / "shard-00000.parquet")
+    schema = pq.read_schema(tmp_path / "out" / "scoring" / "shard-00000.parquet")
     assert "at" not in schema.names
     assert load_feature_spec(str(tmp_path / "out" / "spec")).timestamp == ()
 
@@ -122,7 +173,7 @@ def test_drop_removes_columns_from_dataset_and_features(tmp_path: Path) -> None:
 def test_empty_shards_still_exist_with_the_schema(tmp_path: Path) -> None:
     write_csv(tmp_path / "data.csv", HEADER, _rows(0, 3))
     _run(tmp_path / "data.csv", tmp_path / "out", shards=8, split={"train": 1.0})
-    shards = sorted((tmp_path / "out" / "dataset" / "scoring").glob("shard-*.parquet"))
+    shards = sorted((tmp_path / "out" / "scoring").glob("shard-*.parquet"))
     assert len(shards) == 8
     assert sum(pq.read_metadata(p).num_rows for p in shards) == 3
     assert all(pq.read_schema(p).names == HEADER.split(",") for p in shards)
@@ -165,13 +216,14 @@ def test_bad_ids_are_data_errors(tmp_path: Path, rows: list[str], message: str) 
         ({"split": {"train": 0.8, "holdout": 0.2}}, r"unknown keys \['holdout'\]"),
         ({"shards": 0}, r"shards=0 is invalid"),
         ({"format": "json"}, r"etl format 'json' is not supported"),
+        ({"target": None}, r"etl params have no target"),
     ],
 )
-def test_bad_params_are_data_errors(
+def test_bad_params_are_param_errors(
     tmp_path: Path, overrides: dict[str, Any], message: str
 ) -> None:
     write_csv(tmp_path / "data.csv", HEADER, _rows(0, 10))
-    with pytest.raises(DataError, match=message):
+    with pytest.raises(ParamError, match=message):
         _run(tmp_path / "data.csv", tmp_path / "out", **overrides)
 
 

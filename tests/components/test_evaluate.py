@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from components import evaluate
-from components.errors import DataError
+from components.errors import DataError, ParamError
 
 from .helpers import Pipeline
 
@@ -35,9 +35,9 @@ def test_metrics_are_in_range_and_consistent(pipeline: Pipeline, tmp_path: Path)
     assert all(isinstance(v, int | float | str) for v in metrics.values())
 
 
-def test_unknown_split_is_a_data_error(pipeline: Pipeline, tmp_path: Path) -> None:
+def test_unknown_split_is_a_param_error(pipeline: Pipeline, tmp_path: Path) -> None:
     inputs = {"dataset": str(pipeline.dataset), "model": str(pipeline.model)}
-    with pytest.raises(DataError, match=r"split 'holdout' is unknown; expected one of"):
+    with pytest.raises(ParamError, match=r"split 'holdout' is unknown; expected one of"):
         evaluate.run(inputs, {"split": "holdout"}, {"metrics": str(tmp_path)})
 
 

@@ -1,12 +1,14 @@
-"""Sharded inference and its reduce step: exactly one prediction per scoring row."""
+"""Sharded inference and its reduce step: exactly one prediction per scoring row, one model."""
 
 from __future__ import annotations
 
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
@@ -19,16 +21,41 @@ from .helpers import Pipeline
 SHARDS = 3
 
 
+def _infer(pipeline: Pipeline, shard: int, out: Path, run_id: str = "run-1") -> dict[str, Any]:
+    return infer.run(
+        {"scoring": str(pipeline.scoring), "model": str(pipeline.model)},
+        {"shard": shard, "batch_size": 500, "run_id": run_id, "threshold": 0.5},
+        {"predictions": str(out)},
+    )
+
+
+def _publish(pipeline: Pipeline, predictions: list[Path], out: Path) -> dict[str, Any]:
+    return publish.run(
+        {"predictions": [str(p) for p in predictions], "scoring": str(pipeline.scoring)},
+        {},
+        {"predictions": str(out)},
+    )
+
+
+def _rewrite(source: Path, directory: Path, column: str, values: list[Any]) -> Path:
+    """Copy the one part file of ``source`` into ``directory`` with ``column`` replaced."""
+    (part,) = source.glob("part-*.parquet")
+    table = pq.read_table(part)
+    directory.mkdir()
+    index = table.schema.get_field_index(column)
+    field = table.schema.field(index)
+    pq.write_table(
+        table.set_column(index, field, pa.array(values, field.type)), directory / part.name
+    )
+    return directory
+
+
 @pytest.fixture(scope="module")
 def shard_predictions(pipeline: Pipeline, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     root = tmp_path_factory.mktemp("infer")
     dirs = []
     for shard in range(SHARDS):
-        metrics = infer.run(
-            {"dataset": str(pipeline.dataset), "model": str(pipeline.model)},
-            {"shard": shard, "batch_size": 500, "run_id": "run-1", "threshold": 0.5},
-            {"predictions": str(root / f"shard{shard}")},
-        )
+        metrics = _infer(pipeline, shard, root / f"shard{shard}")
         assert metrics["rows"] > 0 and metrics["rows_per_s"] > 0
         dirs.append(root / f"shard{shard}")
     return dirs
@@ -54,11 +81,7 @@ def test_each_shard_writes_typed_predictions(shard_predictions: list[Path]) -> N
 def test_publish_gives_one_prediction_per_id(
     pipeline: Pipeline, shard_predictions: list[Path], tmp_path: Path
 ) -> None:
-    metrics = publish.run(
-        {"predictions": [str(p) for p in shard_predictions], "dataset": str(pipeline.dataset)},
-        {},
-        {"predictions": str(tmp_path / "out")},
-    )
+    metrics = _publish(pipeline, shard_predictions, tmp_path / "out")
     assert metrics == {"rows": 4000, "files": SHARDS}
     published = [
         value
@@ -70,23 +93,45 @@ def test_publish_gives_one_prediction_per_id(
     manifest = json.loads((tmp_path / "out" / "_manifest.json").read_text())
     model_version = json.loads((pipeline.model / "model.json").read_text())["version"]
     assert manifest["model_version"] == model_version
-    assert manifest["run_id"] == "run-1"
+    assert manifest["run_ids"] == ["run-1"]
     assert [f["name"] for f in manifest["files"]] == [f"part-{k:05d}.parquet" for k in range(3)]
+
+
+def test_publish_accepts_shards_scored_by_a_resumed_run(
+    pipeline: Pipeline, shard_predictions: list[Path], tmp_path: Path
+) -> None:
+    # Run "run-0" scored shard 1 and was interrupted; "run-1" reused it and scored the rest.
+    _infer(pipeline, 1, tmp_path / "shard1", run_id="run-0")
+    mixed = [shard_predictions[0], tmp_path / "shard1", shard_predictions[2]]
+    assert _publish(pipeline, mixed, tmp_path / "out") == {"rows": 4000, "files": SHARDS}
+    manifest = json.loads((tmp_path / "out" / "_manifest.json").read_text())
+    assert manifest["run_ids"] == ["run-0", "run-1"]
+    assert "run_id" not in manifest
+    shard1 = pq.read_table(tmp_path / "out" / "part-00001.parquet", columns=["run_id"])
+    assert pc.unique(shard1["run_id"]).to_pylist() == ["run-0"]
+
+
+def test_publish_refuses_mixed_model_versions(
+    pipeline: Pipeline, shard_predictions: list[Path], tmp_path: Path
+) -> None:
+    rows = pq.read_metadata(shard_predictions[2] / "part-00002.parquet").num_rows
+    other = _rewrite(shard_predictions[2], tmp_path / "other", "model_version", ["0" * 16] * rows)
+    version = json.loads((pipeline.model / "model.json").read_text())["version"]
+    with pytest.raises(DataError) as error:
+        _publish(pipeline, [*shard_predictions[:2], other], tmp_path / "out")
+    assert str(error.value) == (
+        f"predictions mix model versions {sorted(['0' * 16, version])}; re-run inference for "
+        "every shard with one model"
+    )
+    assert not (tmp_path / "out" / "_manifest.json").exists()
 
 
 def test_publish_refuses_a_missing_shard(
     pipeline: Pipeline, shard_predictions: list[Path], tmp_path: Path
 ) -> None:
-    manifest = json.loads((pipeline.dataset / "_manifest.json").read_text())
+    manifest = json.loads((pipeline.scoring / "_manifest.json").read_text())
     with pytest.raises(DataError) as error:
-        publish.run(
-            {
-                "predictions": [str(shard_predictions[0]), str(shard_predictions[2])],
-                "dataset": str(pipeline.dataset),
-            },
-            {},
-            {"predictions": str(tmp_path / "out")},
-        )
+        _publish(pipeline, [shard_predictions[0], shard_predictions[2]], tmp_path / "out")
     found = 4000 - manifest["shards"][1]
     assert str(error.value) == (
         f"expected 4000 predictions (one per scoring row), found {found}; missing shards: [1]: "
@@ -100,70 +145,61 @@ def test_publish_refuses_a_shard_scored_twice(
 ) -> None:
     shutil.copytree(shard_predictions[0], tmp_path / "copy")
     with pytest.raises(DataError, match=r"part-00000.parquet appears in both"):
-        publish.run(
-            {
-                "predictions": [*map(str, shard_predictions), str(tmp_path / "copy")],
-                "dataset": str(pipeline.dataset),
-            },
-            {},
-            {"predictions": str(tmp_path / "out")},
-        )
+        _publish(pipeline, [*shard_predictions, tmp_path / "copy"], tmp_path / "out")
+
+
+def test_publish_refuses_repeated_ids(
+    pipeline: Pipeline, shard_predictions: list[Path], tmp_path: Path
+) -> None:
+    ids = pq.read_table(shard_predictions[0] / "part-00000.parquet")["customer_id"].to_pylist()
+    ids[1] = ids[0]
+    bad = _rewrite(shard_predictions[0], tmp_path / "bad", "customer_id", ids)
+    with pytest.raises(DataError, match=r"part-00000.parquet holds repeated 'customer_id' values"):
+        _publish(pipeline, [bad, *shard_predictions[1:]], tmp_path / "out")
 
 
 def test_infer_is_idempotent(
     pipeline: Pipeline, shard_predictions: list[Path], tmp_path: Path
 ) -> None:
-    infer.run(
-        {"dataset": str(pipeline.dataset), "model": str(pipeline.model)},
-        {"shard": 0, "batch_size": 500, "run_id": "run-1", "threshold": 0.5},
-        {"predictions": str(tmp_path)},
-    )
+    _infer(pipeline, 0, tmp_path)
     name = "part-00000.parquet"
     assert (tmp_path / name).read_bytes() == (shard_predictions[0] / name).read_bytes()
 
 
 def test_infer_refuses_a_shard_out_of_range(pipeline: Pipeline, tmp_path: Path) -> None:
     with pytest.raises(DataError) as error:
-        infer.run(
-            {"dataset": str(pipeline.dataset), "model": str(pipeline.model)},
-            {"shard": 3, "batch_size": 500, "run_id": "r", "threshold": 0.5},
-            {"predictions": str(tmp_path)},
-        )
+        _infer(pipeline, 3, tmp_path)
     assert str(error.value) == (
-        f"shard 3 is out of range: dataset {pipeline.dataset} has 3 scoring shards (0..2); "
+        f"shard 3 is out of range: scoring set {pipeline.scoring} has 3 shards (0..2); "
         "fan inference out over exactly 3 shards"
     )
 
 
-def test_publish_refuses_repeated_ids(
-    pipeline: Pipeline, shard_predictions: list[Path], tmp_path: Path
-) -> None:
-    table = pq.read_table(shard_predictions[0] / "part-00000.parquet")
-    ids = table["customer_id"].to_pylist()
-    ids[1] = ids[0]
-    (tmp_path / "bad").mkdir()
-    pq.write_table(
-        table.set_column(0, "customer_id", pa.array(ids)), tmp_path / "bad" / "part-00000.parquet"
-    )
-    with pytest.raises(DataError, match=r"part-00000.parquet holds repeated 'customer_id' values"):
-        publish.run(
-            {
-                "predictions": [str(tmp_path / "bad"), *map(str, shard_predictions[1:])],
-                "dataset": str(pipeline.dataset),
-            },
-            {},
-            {"predictions": str(tmp_path / "out")},
-        )
-
-
 def test_infer_names_columns_the_model_needs(pipeline: Pipeline, tmp_path: Path) -> None:
-    dataset = tmp_path / "dataset"
-    shutil.copytree(pipeline.dataset, dataset)
-    shard = dataset / "scoring" / "shard-00000.parquet"
+    scoring = tmp_path / "scoring"
+    shutil.copytree(pipeline.scoring, scoring)
+    shard = scoring / "shard-00000.parquet"
     pq.write_table(pq.read_table(shard).drop_columns(["plan"]), shard)
     with pytest.raises(DataError, match=r"lacks columns \['plan'\]"):
         infer.run(
-            {"dataset": str(dataset), "model": str(pipeline.model)},
+            {"scoring": str(scoring), "model": str(pipeline.model)},
             {"shard": 0, "batch_size": 500, "run_id": "r", "threshold": 0.5},
             {"predictions": str(tmp_path / "out")},
         )
+
+
+def test_infer_needs_an_id_column(pipeline: Pipeline, tmp_path: Path) -> None:
+    scoring = tmp_path / "scoring"
+    shutil.copytree(pipeline.scoring, scoring)
+    manifest = json.loads((scoring / "_manifest.json").read_text())
+    (scoring / "_manifest.json").write_text(json.dumps(manifest | {"id_column": None}))
+    with pytest.raises(DataError) as error:
+        infer.run(
+            {"scoring": str(scoring), "model": str(pipeline.model)},
+            {"shard": 0, "run_id": "r"},
+            {"predictions": str(tmp_path / "out")},
+        )
+    assert str(error.value) == (
+        f"scoring set {scoring} has no id column, so predictions cannot be keyed; "
+        "re-run etl with id_column set"
+    )

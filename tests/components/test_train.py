@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from components import train
-from components.errors import KfbatchError
+from components.errors import DataError, ParamError
 from components.model_artifact import load_model
 
 from .helpers import Pipeline, train_params
@@ -70,7 +70,7 @@ def test_tampered_weights_are_refused(pipeline: Pipeline, tmp_path: Path) -> Non
     train.run(inputs, train_params(epochs=1), {"model": str(tmp_path / "m")})
     other = tmp_path / "m" / "model.pt"
     other.write_bytes((pipeline.model / "model.pt").read_bytes())
-    with pytest.raises(KfbatchError, match=r"the weights were replaced after training"):
+    with pytest.raises(DataError, match=r"the weights were replaced after training"):
         load_model(str(tmp_path / "m"))
 
 
@@ -79,18 +79,29 @@ def test_tampered_weights_are_refused(pipeline: Pipeline, tmp_path: Path) -> Non
     [
         ({"optimizer": "lbfgs"}, r"trainer.optimizer 'lbfgs' is unknown; expected one of"),
         ({"epochs": 0}, r"trainer.epochs=0 must be at least 1"),
+        ({"batch_size": 0}, r"trainer.batch_size=0 must be at least 1"),
+        ({"lr": 0.0}, r"trainer.lr=0.0 must be positive"),
     ],
 )
-def test_bad_trainer_settings(trainer: dict[str, object], message: str) -> None:
-    with pytest.raises(KfbatchError, match=message):
+def test_bad_trainer_settings_are_param_errors(trainer: dict[str, object], message: str) -> None:
+    with pytest.raises(ParamError, match=message):
         train.TrainerConfig.from_dict(train_params(**trainer)["trainer"])
 
 
 def test_mismatched_target_and_model_shape(pipeline: Pipeline, tmp_path: Path) -> None:
     inputs = {"dataset": str(pipeline.dataset), "feature_spec": str(pipeline.feature_spec)}
-    with pytest.raises(KfbatchError, match=r"target 'age' differs from the feature spec's target"):
+    with pytest.raises(DataError, match=r"target 'age' differs from the feature spec's target"):
         train.run(inputs, train_params() | {"target": "age"}, {"model": str(tmp_path / "a")})
     params = train_params()
     params["model"]["output_dim"] = 2
-    with pytest.raises(KfbatchError, match=r"returns shape \(1, 2\) for one row"):
+    with pytest.raises(ParamError, match=r"returns shape \(1, 2\) for one row"):
         train.run(inputs, params, {"model": str(tmp_path / "b")})
+
+
+def test_unknown_model_argument_fails_before_training(pipeline: Pipeline, tmp_path: Path) -> None:
+    inputs = {"dataset": str(pipeline.dataset), "feature_spec": str(pipeline.feature_spec)}
+    params = train_params()
+    params["model"] = {"_target_": "components.models.MLP", "hiden": [4]}
+    with pytest.raises(ParamError, match=r"unknown argument 'hiden'; it accepts \['hidden'"):
+        train.run(inputs, params, {"model": str(tmp_path / "m")})
+    assert not (tmp_path / "m" / "model.json").exists()
