@@ -27,13 +27,13 @@ def test_default_composition_is_the_demo() -> None:
 
 def test_overrides_use_hydra_grammar() -> None:
     config = compose_config(
-        ["trainer.epochs=9", "resources=gpu", "model.hidden=[32]", "+model.extra_flag=true"]
+        ["trainer.epochs=9", "resources=gpu", "model.hidden=[32]", "+model.output_dim=1"]
     ).config
     assert config.trainer.epochs == 9
     assert config.resources.steps.train.gpu == 1
     assert config.resources.steps.train.tolerations[0].key == "nvidia.com/gpu"
     assert config.model["hidden"] == [32]
-    assert config.model["extra_flag"] is True
+    assert config.model["output_dim"] == 1
 
 
 def test_experiment_overrides_groups_and_top_level_keys() -> None:
@@ -99,6 +99,9 @@ BAD_CONFIGS = [
     (["stages=etl"], "stages", "a list such as [a,b], got 'etl'"),
     (["model=nope"], "model", "one of mlp, got 'nope'"),
     (["model._target_=MLP"], "model._target_", "import path of a model class"),
+    (["model._target_=nopkg.models.MLP"], "model._target_", "path of an importable model class"),
+    (["+model.hiden=[8]"], "model.hiden", "an argument of components.models.MLP: hidden, dropout"),
+    (["+model.input_dim=3"], "model.input_dim", "did you mean 'output_dim'?"),
     (["data=csv"], "data.target", "is required and has no default"),
     (["data.kind=parquet"], "data.kind", "one of 'csv', 'synthetic', 'sklearn'"),
     (["data.kind=csv"], "data.uri", "the CSV file or directory"),

@@ -19,7 +19,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from pipelines.config.schema import STAGES, Config
-from pipelines.errors import ConfigError
+from pipelines.errors import ConfigError, KfbatchError
+from pipelines.sources import parameters
 
 __all__ = ["schema_at", "unknown_key_error", "validate"]
 
@@ -176,10 +177,23 @@ def _check_data(data: Mapping[str, Any], stages: list[str]) -> None:
 
 def _check_model(model: Mapping[str, Any]) -> None:
     target = model.get("_target_")
-    if not isinstance(target, str) or not re.fullmatch(
-        r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+", target
-    ):
+    if not isinstance(target, str) or not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+", target):
         raise ConfigError("model._target_", "the import path of a model class (a.b.Class)", target)
+    try:
+        accepted = parameters(target)
+    except KfbatchError:
+        raise ConfigError(
+            "model._target_", "the path of an importable model class", target
+        ) from None
+    if accepted is None:  # not knowable from the source; the train step checks when it builds
+        return
+    settable = [name for name in accepted if name != "input_dim"]  # input_dim comes from data
+    for key in model:
+        if key != "_target_" and key not in settable:
+            hint = difflib.get_close_matches(key, settable, n=1)
+            did_you_mean = f" (did you mean '{hint[0]}'?)" if hint else ""
+            expected = f"an argument of {target}: {', '.join(settable)}{did_you_mean}"
+            raise ConfigError(f"model.{key}", expected, key)
 
 
 def _check_resources(resources: Mapping[str, Any]) -> None:

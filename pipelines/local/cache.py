@@ -11,20 +11,19 @@ and produces identical bytes does not invalidate what follows.
 
 from __future__ import annotations
 
-import ast
 import functools
 import hashlib
-import importlib.util
 import json
 import os
 import shutil
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pipelines.errors import KfbatchError
+from pipelines.sources import source_closure
 
 __all__ = [
     "CacheEntry",
@@ -152,61 +151,10 @@ def component_version(component: str) -> str:
     read from the source with :mod:`ast`: nothing is imported (the module may import torch).
     """
     digest = hashlib.sha256()
-    for file in _source_closure(component.partition(":")[0]):
+    for file in source_closure(component.partition(":")[0]):
         digest.update(file.name.encode())
         digest.update(file.read_bytes())
     return digest.hexdigest()[:16]
-
-
-def _source_closure(module: str) -> list[Path]:
-    """Source files of ``module``, its parent packages and, transitively, same-package imports."""
-    top = module.split(".")[0]
-    spec = importlib.util.find_spec(top)
-    if spec is None or (spec.origin is None and not spec.submodule_search_locations):
-        raise KfbatchError(f"component module {module!r} is not importable; check its name")
-    if not spec.submodule_search_locations:
-        return [Path(spec.origin)]
-    roots = [Path(p) for p in spec.submodule_search_locations]
-    if _locate(roots, module) is None:
-        raise KfbatchError(f"component module {module!r} does not exist in {roots[0]}")
-    found: dict[str, Path] = {}
-    todo = [module]
-    while todo:
-        name = todo.pop()
-        path = _locate(roots, name)
-        if name in found or path is None:
-            continue
-        found[name] = path
-        parts = name.split(".")
-        todo.extend(".".join(parts[:i]) for i in range(1, len(parts)))
-        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-        todo.extend(n for n in _imported_names(path, package) if n.split(".")[0] == top)
-    return sorted(found.values())
-
-
-def _locate(roots: list[Path], name: str) -> Path | None:
-    relative = name.split(".")[1:]
-    for root in roots:
-        base = root.joinpath(*relative)
-        for candidate in (base.with_suffix(".py") if relative else None, base / "__init__.py"):
-            if candidate is not None and candidate.is_file():
-                return candidate
-    return None
-
-
-def _imported_names(path: Path, package: str) -> Iterator[str]:
-    """Every module name ``path`` may import (``from a import b`` yields ``a`` and ``a.b``)."""
-    for node in ast.walk(ast.parse(path.read_bytes())):
-        if isinstance(node, ast.Import):
-            yield from (alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
-                base = ".".join([*anchor, *([node.module] if node.module else [])])
-            else:
-                base = node.module or ""
-            yield base
-            yield from (f"{base}.{alias.name}" for alias in node.names)
 
 
 def digest_path(path: str | Path) -> str:
