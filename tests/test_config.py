@@ -112,6 +112,13 @@ BAD_CONFIGS = [
     (["runtime.retries=-1"], "runtime.retries", ">= 0"),
     (["trainer.epochs"], "override", "key=value in Hydra's override grammar"),
     (
+        ["kubeflow.volumes=[{claim: d, mount_path: data}]"],
+        "kubeflow.volumes[0].mount_path",
+        "absolute",
+    ),
+    (["+kubeflow.secrets.AWS_KEY=s3"], "kubeflow.secrets.AWS_KEY", "'<secret name>/<key>'"),
+    (["kubeflow.image=repo/img latest"], "kubeflow.image", "with a tag or digest"),
+    (
         ["resources.steps.train.tolerations=[{key: a, operator: Maybe}]"],
         "resources.steps.train.tolerations[0].operator",
         "one of 'Equal', 'Exists'",

@@ -25,6 +25,8 @@ __all__ = [
     "DataConfig",
     "FeaturesConfig",
     "InferenceConfig",
+    "KubeflowConfig",
+    "PvcMount",
     "ResourceSpec",
     "ResourcesConfig",
     "RuntimeConfig",
@@ -201,6 +203,41 @@ class RuntimeConfig:
 
 
 @dataclass
+class PvcMount:
+    """A PersistentVolumeClaim mounted into a step's pods."""
+
+    claim: str = MISSING
+    mount_path: str = knob(MISSING, pattern=r"^/.*", expected="an absolute path such as /data")
+
+
+@dataclass
+class KubeflowConfig:
+    """Where and how the pipeline runs on Kubeflow Pipelines (compile, submit, schedule)."""
+
+    host: str | None = knob(
+        None, expected="the KFP API URL, e.g. https://kubeflow.example.com/pipeline"
+    )
+    namespace: str = knob("kubeflow", pattern=NAME_PATTERN, expected="a Kubernetes namespace")
+    experiment: str = "${name}"
+    image: str = knob(
+        "ghcr.io/kfbatch/kfbatch:0.1.0",
+        pattern=r"^[^\s:@]+(:[\w.-]+)?(@sha256:[0-9a-f]{64})?$",
+        expected="a container image reference with a tag or digest",
+    )
+    token_env: str = knob("KFP_TOKEN", expected="the name of an environment variable")
+    in_cluster: bool = False
+    service_account: str | None = None
+    pipeline_root: str | None = None
+    caching: bool = True
+    training_api: str = knob("trainjob", choices=("trainjob", "pytorchjob"))
+    training_runtime: str = "torch-distributed"
+    checkpoint_pvc: str | None = knob(None, pattern=NAME_PATTERN, expected="a PVC name")
+    checkpoint_mount: str = knob("/checkpoints", pattern=r"^/.*", expected="an absolute path")
+    volumes: list[PvcMount] = knob([])
+    secrets: dict[str, str] = knob({})
+
+
+@dataclass
 class ScheduleConfig:
     """When the pipeline runs on a cluster (standard 5-field cron, or null for never)."""
 
@@ -228,6 +265,7 @@ class Config:
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    kubeflow: KubeflowConfig = field(default_factory=KubeflowConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
 
 

@@ -46,6 +46,7 @@ def validate(container: Mapping[str, Any]) -> None:
     _check_data(container["data"], container["stages"])
     _check_model(container["model"])
     _check_resources(container["resources"])
+    _check_secrets(container["kubeflow"]["secrets"])
 
 
 @functools.cache
@@ -108,7 +109,7 @@ def _check_field(f: dataclasses.Field, annotation: Any, value: Any, key: str) ->
     elif origin is dict and (item_cls := _dataclass_of(typing.get_args(annotation)[1])):
         for name, item in value.items():
             _check_node(item_cls, item, f"{key}.{name}.")
-    elif _is_union(annotation) and (item_cls := _list_item_dataclass(annotation)):
+    elif item_cls := _list_item_dataclass(annotation):
         for i, item in enumerate(value):
             _check_node(item_cls, item, f"{key}[{i}].")
     if "choices" in rules and value not in rules["choices"]:
@@ -121,9 +122,11 @@ def _check_field(f: dataclasses.Field, annotation: Any, value: Any, key: str) ->
 
 
 def _list_item_dataclass(annotation: Any) -> type | None:
-    for arg in typing.get_args(annotation):
-        if typing.get_origin(arg) is list:
-            return _dataclass_of(typing.get_args(arg)[0])
+    """The dataclass of the items of ``list[X]`` or ``list[X] | None``, if any."""
+    candidates = typing.get_args(annotation) if _is_union(annotation) else (annotation,)
+    for candidate in candidates:
+        if typing.get_origin(candidate) is list:
+            return _dataclass_of(typing.get_args(candidate)[0])
     return None
 
 
@@ -201,3 +204,11 @@ def _check_resources(resources: Mapping[str, Any]) -> None:
     for required in ("cpu", "memory"):
         if default.get(required) is None:
             raise ConfigError(f"resources.default.{required}", "a value for every step", None)
+
+
+def _check_secrets(secrets: Mapping[str, str]) -> None:
+    for env, source in secrets.items():
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", env):
+            raise ConfigError(f"kubeflow.secrets.{env}", "an environment variable name", env)
+        if not re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[-._a-zA-Z0-9]+", source):
+            raise ConfigError(f"kubeflow.secrets.{env}", "'<secret name>/<key>'", source)

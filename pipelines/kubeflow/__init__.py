@@ -1,0 +1,3 @@
+"""Kubeflow Pipelines backend: compile the DAG to KFP v2, submit and schedule it."""
+
+__all__: list[str] = []
