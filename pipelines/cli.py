@@ -65,7 +65,12 @@ def _parser() -> argparse.ArgumentParser:
     config = _command(commands, "config", _config, "print the composed config as YAML")
     config.add_argument("--resolve", action="store_true", help="resolve ${...} interpolations")
     dag = _command(commands, "dag", _dag, "print the DAG: steps, inputs, resources, fan-outs")
-    dag.add_argument("--format", choices=("tree", "json"), default="tree", help="output format")
+    dag.add_argument(
+        "--format",
+        choices=("tree", "json", "dot"),
+        default="tree",
+        help="tree with a resource budget (default), exact JSON, or Graphviz dot",
+    )
     return parser
 
 
@@ -116,60 +121,18 @@ def _dag(args: argparse.Namespace) -> int:
     import json
 
     from pipelines.dag import build_dag
+    from pipelines.views import dag_dot, dag_tree, resource_budget
 
     dag = build_dag(_compose(args).config)
     if args.format == "json":
         print(json.dumps(dag.to_dict(), indent=2, sort_keys=True))
+    elif args.format == "dot":
+        print(dag_dot(dag))
     else:
-        print(_dag_tree(dag))
+        print(dag_tree(dag))
+        print()
+        print(resource_budget(dag))
     return EXIT_OK
-
-
-def _dag_tree(dag: Any) -> str:
-    """The DAG as an indented tree: one block per step, in execution order."""
-    from pipelines.dag import Ref
-
-    nodes = sum(len(dag.node_names(step.name)) for step in dag.steps)
-    lines = [f"{dag.name}  ({len(dag.steps)} steps, {nodes} nodes, digest {dag.digest()[:12]})"]
-    for i, step in enumerate(dag.steps):
-        last = i == len(dag.steps) - 1
-        branch, stem = ("└─", "   ") if last else ("├─", "│  ")
-        res = step.resources
-        gpu = (
-            f" gpu={res.gpu}" + (f" ({res.accelerator})" if res.accelerator else "")
-            if res.gpu
-            else ""
-        )
-        title = step.name
-        if step.fan_out:
-            fan = step.fan_out
-            title += f" x{len(fan.items)}"
-        lines.append(
-            f"{branch} {title}  [{step.component}]  cpu={res.cpu:g} memory={res.memory}{gpu}"
-        )
-        if step.description:
-            lines.append(f"{stem}   {step.description}")
-        if step.fan_out:
-            fan = step.fan_out
-            items = ", ".join(str(item) for item in fan.items)
-            lines.append(f"{stem}   fan-out: {fan.param} in [{items}], {fan.parallelism} at a time")
-        for name, source in step.inputs.items():
-            if isinstance(source, Ref):
-                collected = " (collected)" if dag.step(source.step).fan_out else ""
-                origin = f"{source.step}.{source.output}{collected}"
-            else:
-                origin = source.uri
-            lines.append(f"{stem}   in  {name} <- {origin}")
-        lines.append(f"{stem}   out {', '.join(step.outputs)}")
-        extras = [f"retries={step.retries}", f"cache={'on' if step.cache else 'off'}"]
-        if res.node_selector:
-            extras.append("node_selector=" + ",".join(f"{k}={v}" for k, v in res.node_selector))
-        if res.tolerations:
-            extras.append("tolerations=" + ",".join(t.key for t in res.tolerations))
-        if step.timeout_s:
-            extras.append(f"timeout={step.timeout_s:g}s")
-        lines.append(f"{stem}   {' '.join(extras)}")
-    return "\n".join(lines)
 
 
 def _run(args: argparse.Namespace) -> int:
