@@ -255,6 +255,7 @@ class _Execution:
         return max(1, min(64, int(self.cpus / smallest + 1e-9)))
 
     def run(self) -> RunResult:
+        self._write_manifest(RUNNING)  # so that `kfbatch runs` sees the run from its start
         self.reporter.start(self.run_id, self.run_dir, self.records)
         status = FAILED
         try:

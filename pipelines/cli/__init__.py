@@ -1,0 +1,72 @@
+"""The ``kfbatch`` command line.
+
+Only argparse is imported at start-up so that ``kfbatch --help`` answers at once; each
+command imports what it needs when it runs. Exit codes: 0 success, 1 a step or request
+failed, 2 invalid configuration or usage, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from pipelines.cli import history, local
+from pipelines.cli.common import EXIT_CONFIG, EXIT_FAILED, EXIT_INTERRUPTED
+
+__all__ = ["main"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the process exit code (the console script exits with it)."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "handler"):
+        parser.print_help()
+        return EXIT_CONFIG
+    _setup_logging(args.debug)
+    try:
+        return args.handler(args)
+    except KeyboardInterrupt:
+        print("kfbatch: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as error:
+        from components.errors import KfbatchError
+        from pipelines.errors import ConfigError
+
+        if args.debug or not isinstance(error, KfbatchError):
+            raise
+        kind = "config error" if isinstance(error, ConfigError) else "error"
+        print(f"kfbatch: {kind}: {error}", file=sys.stderr)
+        return EXIT_CONFIG if isinstance(error, ConfigError) else EXIT_FAILED
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kfbatch",
+        description="Batch ML pipelines from a Hydra config tree: run them on this machine.",
+    )
+    parser.add_argument("--version", action="version", version=f"kfbatch {_version()}")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+    local.register(commands)
+    history.register(commands)
+    return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("kfbatch")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _setup_logging(debug: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )

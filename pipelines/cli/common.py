@@ -1,0 +1,56 @@
+"""What every command shares: exit codes, config arguments, composing the config."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import Any
+
+__all__ = [
+    "EXIT_CONFIG",
+    "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "add_command",
+    "compose",
+    "number",
+]
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+_OVERRIDES_HELP = "Hydra overrides, e.g. trainer.epochs=3 resources=gpu +model.output_dim=1"
+
+
+def add_command(
+    commands: Any,
+    name: str,
+    handler: Callable[[argparse.Namespace], int],
+    summary: str,
+    *,
+    overrides: bool = True,
+) -> argparse.ArgumentParser:
+    """A subcommand taking Hydra overrides, ``--config-dir``, ``--config-name``, ``--debug``."""
+    command = commands.add_parser(name, help=summary, description=summary)
+    if overrides:
+        command.add_argument("overrides", nargs="*", metavar="OVERRIDE", help=_OVERRIDES_HELP)
+    else:
+        command.set_defaults(overrides=[])
+    command.add_argument("--config-dir", help="your config tree, searched before the packaged one")
+    command.add_argument(
+        "--config-name", default="config", help="primary config file, without .yaml"
+    )
+    command.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    command.set_defaults(handler=handler)
+    return command
+
+
+def compose(args: argparse.Namespace) -> Any:
+    """The composed config for a command's ``--config-dir``, ``--config-name`` and overrides."""
+    from pipelines.config.compose import compose_config
+
+    return compose_config(args.overrides, config_dir=args.config_dir, config_name=args.config_name)
+
+
+def number(value: float) -> str:
+    """A metric for people: integers as they are, floats to four significant digits."""
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
