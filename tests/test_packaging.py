@@ -39,6 +39,13 @@ def test_wheel_ships_the_config_tree(tmp_path: Path) -> None:
         for p in (REPO / "configs").rglob("*.yaml")
     }
     assert shipped == in_repo
+    code = {n for n in zipfile.ZipFile(wheel).namelist() if n.endswith(".py")}
+    code_in_repo = {
+        str(p.relative_to(REPO))
+        for package in ("components", "pipelines")
+        for p in (REPO / package).rglob("*.py")
+    }
+    assert code_in_repo <= code
 
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
