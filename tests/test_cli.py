@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -67,3 +68,24 @@ def test_console_script_is_installed() -> None:
         check=True,
     )
     assert result.stdout.startswith("churn-demo  (2 steps, 2 nodes")
+
+
+def test_json_logs_carry_run_step_and_attempt(kfbatch, tmp_path: Path) -> None:
+    result = kfbatch(
+        "run",
+        "--log-format",
+        "json",
+        "stages=[etl]",
+        "data=breast_cancer",
+        f"runtime.runs_dir={tmp_path}",
+        "--run-id",
+        "j1",
+    )
+    assert result.code == 0, result.err
+    lines = [json.loads(line) for line in result.err.splitlines()]
+    started = [x for x in lines if x["message"] == "step etl: running attempt 1"]
+    assert started and started[0]["run_id"] == "j1" and started[0]["attempt"] == 1
+    step_log = (tmp_path / "j1" / "steps" / "etl" / "attempt-1.log").read_text().splitlines()
+    records = [json.loads(line) for line in step_log]
+    assert {(r["run_id"], r["step"], r["attempt"]) for r in records} == {("j1", "etl", 1)}
+    assert any(r["logger"] == "components.etl" for r in records)

@@ -25,7 +25,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not hasattr(args, "handler"):
         parser.print_help()
         return EXIT_CONFIG
-    _setup_logging(args.debug)
+    _setup_logging(args.debug, args.log_format)
     try:
         return args.handler(args)
     except KeyboardInterrupt:
@@ -63,10 +63,16 @@ def _version() -> str:
         return "unknown"
 
 
-def _setup_logging(debug: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if debug else logging.INFO,
-        format="%(asctime)s %(levelname)s %(message)s",
-        datefmt="%H:%M:%S",
-        stream=sys.stderr,
-    )
+def _setup_logging(debug: bool, log_format: str) -> None:
+    """Send kfbatch's own log records to stderr (replacing the handler of an earlier call)."""
+    from pipelines.logs import formatter
+
+    logger = logging.getLogger("kfbatch")
+    for old in [h for h in logger.handlers if getattr(h, "kfbatch_cli", False)]:
+        logger.removeHandler(old)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.kfbatch_cli = True
+    handler.setFormatter(formatter(log_format, "%(asctime)s %(levelname)s %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if debug else logging.INFO)
+    logger.propagate = False

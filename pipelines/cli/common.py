@@ -40,6 +40,12 @@ def add_command(
         "--config-name", default="config", help="primary config file, without .yaml"
     )
     command.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    command.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="log lines for people (text) or JSON lines with run id, step and attempt",
+    )
     command.set_defaults(handler=handler)
     return command
 

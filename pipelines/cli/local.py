@@ -63,8 +63,14 @@ def _run(args: argparse.Namespace) -> int:
     from pipelines.local.runner import run_local
 
     composed = compose(args)
-    reporter = _reporter(args.progress)
-    result = run_local(composed, no_cache=args.no_cache, run_id=args.run_id, reporter=reporter)
+    reporter = None if args.log_format == "json" else _reporter(args.progress)
+    result = run_local(
+        composed,
+        no_cache=args.no_cache,
+        run_id=args.run_id,
+        reporter=reporter,
+        log_format=args.log_format,
+    )
     print(_summary(result))
     return EXIT_OK if result.ok else EXIT_FAILED
 
@@ -77,7 +83,7 @@ def _reporter(progress: str) -> Any:
 
     from pipelines.local.progress import LiveReporter
 
-    logging.getLogger().setLevel(logging.WARNING)
+    logging.getLogger("kfbatch").setLevel(logging.WARNING)
     return LiveReporter(Console(stderr=True))
 
 

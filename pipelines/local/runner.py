@@ -129,16 +129,20 @@ class Reporter(Protocol):
 class _LogReporter:
     """Plain log lines, one per state change."""
 
+    run_id = ""
+
     def start(self, run_id: str, run_dir: Path, records: Mapping[str, NodeRecord]) -> None:
-        log.info("run %s: %d steps in %s", run_id, len(records), run_dir)
+        self.run_id = run_id
+        log.info("run %s: %d steps in %s", run_id, len(records), run_dir, extra={"run_id": run_id})
 
     def update(self, record: NodeRecord) -> None:
         detail = f" ({record.error})" if record.error and record.status == FAILED else ""
         attempt = f" attempt {len(record.attempts)}" if record.status == RUNNING else ""
-        log.info("step %s: %s%s%s", record.node, record.status, attempt, detail)
+        context = {"run_id": self.run_id, "step": record.node, "attempt": len(record.attempts)}
+        log.info("step %s: %s%s%s", record.node, record.status, attempt, detail, extra=context)
 
     def finish(self, result: RunResult) -> None:
-        log.info("run %s: %s", result.run_id, result.status)
+        log.info("run %s: %s", result.run_id, result.status, extra={"run_id": result.run_id})
 
 
 def run_local(
@@ -147,6 +151,7 @@ def run_local(
     no_cache: bool = False,
     run_id: str | None = None,
     reporter: Reporter | None = None,
+    log_format: str = "text",
 ) -> RunResult:
     """Run the pipeline of a composed config on this machine.
 
@@ -155,6 +160,7 @@ def run_local(
         no_cache: Execute every step even when a cached result exists (results are re-cached).
         run_id: Name of the run folder; a timestamped id by default.
         reporter: Progress sink; plain log lines by default.
+        log_format: ``text`` or ``json`` (JSON lines) for the steps' log files.
     """
     return run_dag(
         build_dag(composed.config),
@@ -163,6 +169,7 @@ def run_local(
         no_cache=no_cache,
         run_id=run_id,
         reporter=reporter,
+        log_format=log_format,
     )
 
 
@@ -174,6 +181,7 @@ def run_dag(
     no_cache: bool = False,
     run_id: str | None = None,
     reporter: Reporter | None = None,
+    log_format: str = "text",
 ) -> RunResult:
     """Execute ``dag`` with the local runner's settings ``runtime`` (see :func:`run_local`)."""
     run_id = run_id or _new_run_id(dag.name)
@@ -189,7 +197,9 @@ def run_dag(
     (run_dir / "config.yaml").write_text(config_yaml)
     (run_dir / "dag.json").write_text(json.dumps(dag.to_dict(), indent=2, sort_keys=True))
     _point_latest(runs_dir, run_id)
-    execution = _Execution(dag, runtime, run_id, run_dir, no_cache, reporter or _LogReporter())
+    execution = _Execution(
+        dag, runtime, run_id, run_dir, no_cache, reporter or _LogReporter(), log_format
+    )
     return execution.run()
 
 
@@ -219,9 +229,10 @@ class _Execution:
         run_dir: Path,
         no_cache: bool,
         reporter: Reporter,
+        log_format: str,
     ) -> None:
         self.dag, self.runtime, self.run_id, self.run_dir = dag, runtime, run_id, run_dir
-        self.no_cache, self.reporter = no_cache, reporter
+        self.no_cache, self.reporter, self.log_format = no_cache, reporter, log_format
         self.cache = StepCache(runtime.cache_dir)
         for path in self.cache.remove_abandoned():
             log.info("removed %s, left by a runner that no longer exists", path)
@@ -400,6 +411,8 @@ class _Execution:
             log_path=str(log_path.resolve()),
             threads=max(1, min(node.step.resources.threads, int(self.cpus))),
             env={"KFBATCH_RUN_ID": self.run_id, "KFBATCH_STEP": name},
+            log_format=self.log_format,
+            context={"run_id": self.run_id, "step": name, "attempt": attempt},
         )
         self.pool.submit(task)
         self.not_before.pop(name, None)
@@ -458,6 +471,7 @@ class _Execution:
                 len(record.attempts),
                 outcome.error,
                 backoff,
+                extra={"run_id": self.run_id, "step": name, "attempt": len(record.attempts)},
             )
         else:
             record.status, record.ended_at = FAILED, _now()

@@ -16,14 +16,13 @@ import signal
 import sys
 import threading
 import time
-import traceback
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
-__all__ = ["StepOutcome", "StepTask", "execute", "serve"]
+from pipelines.logs import TEXT_FORMAT, formatter
 
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+__all__ = ["StepOutcome", "StepTask", "execute", "serve"]
 
 
 @dataclass(frozen=True)
@@ -38,6 +37,8 @@ class StepTask:
     log_path: str
     threads: int = 1
     env: dict[str, str] = field(default_factory=dict)
+    log_format: str = "text"
+    context: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,10 @@ class StepOutcome:
 def execute(task: StepTask) -> StepOutcome:
     """Run one task in this process with output captured in its log file."""
     started = time.perf_counter()
-    with open(task.log_path, "ab", buffering=0) as log, _captured(log.fileno()) as handler:
+    with (
+        open(task.log_path, "ab", buffering=0) as log,
+        _captured(log.fileno(), task.log_format, task.context),
+    ):
         os.environ.update(task.env)
         logging.getLogger("kfbatch.worker").info(
             "step %s: %s (pid %d)", task.node, task.component, os.getpid()
@@ -65,7 +69,7 @@ def execute(task: StepTask) -> StepOutcome:
             metrics = function(task.inputs, task.params, task.outputs) or {}
             outcome = StepOutcome(True, dict(metrics), seconds=time.perf_counter() - started)
         except Exception as error:  # the runner decides about retries; report everything
-            handler.stream.write(traceback.format_exc())
+            logging.getLogger("kfbatch.worker").exception("step %s failed", task.node)
             outcome = StepOutcome(
                 False,
                 error=_one_line(error),
@@ -76,23 +80,32 @@ def execute(task: StepTask) -> StepOutcome:
 
 
 class _captured:
-    """Point fds 1/2 and the root logger at ``fd`` for the duration of a step."""
+    """Point fds 1/2 and the root logger at ``fd`` for the duration of a step.
 
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
+    Log records get the step's ``context`` (run id, step, attempt) as attributes, which the
+    JSON format writes out.
+    """
 
-    def __enter__(self) -> logging.StreamHandler:
+    def __init__(self, fd: int, log_format: str, context: dict[str, Any]) -> None:
+        self.fd, self.log_format, self.context = fd, log_format, context
+
+    def __enter__(self) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         self.saved = (os.dup(1), os.dup(2))
         os.dup2(self.fd, 1)
         os.dup2(self.fd, 2)
         self.handler = logging.StreamHandler(sys.stderr)
-        self.handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        self.handler.setFormatter(formatter(self.log_format, TEXT_FORMAT))
+        self.handler.addFilter(self._add_context)
         root = logging.getLogger()
         root.addHandler(self.handler)
         root.setLevel(logging.INFO)
-        return self.handler
+
+    def _add_context(self, record: logging.LogRecord) -> bool:
+        for key, value in self.context.items():
+            setattr(record, key, value)
+        return True
 
     def __exit__(self, *exc: object) -> None:
         self.handler.flush()
