@@ -56,6 +56,7 @@ class _Settings:
     drop: tuple[str, ...]
     delimiter: str
     batch_rows: int
+    sample_rows: int | None
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> _Settings:
@@ -89,6 +90,7 @@ class _Settings:
             drop=tuple(features.pop("drop", None) or ()),
             delimiter=(params.get("csv") or {}).get("delimiter", ","),
             batch_rows=int(params.get("batch_rows", 32_768)),
+            sample_rows=_positive_or_none(params.get("sample_rows"), "sample_rows"),
         )
 
 
@@ -105,7 +107,8 @@ def run(
             order), or a ``pyarrow.fs`` URI of either.
         params: ``id_column`` (None: hash whole rows), ``target``, ``split`` fractions,
             ``shards``, ``seed``, ``features`` (roles, ``drop``, ``max_categories``),
-            ``csv.delimiter`` and ``batch_rows`` (approximate rows per parsed batch).
+            ``csv.delimiter``, ``batch_rows`` (approximate rows per parsed batch) and
+            ``sample_rows`` (read only the first that many rows; None reads all).
         outputs: Directories to create: ``dataset`` (``train/``, ``validation/``,
             ``test/`` and ``_manifest.json``), ``feature_spec`` and ``scoring``
             (``shard-00000.parquet``, ... and ``_manifest.json``).
@@ -125,6 +128,8 @@ def run(
     start = time.perf_counter()
     fs, files = _source_files(source)
     batches = _read_csv(fs, files, settings)
+    if settings.sample_rows is not None:
+        batches = _first_rows(batches, settings.sample_rows)
     first = next(batches, None)
     if first is None:
         raise DataError(f"{source} holds no data rows; expected a CSV with a header and rows")
@@ -280,6 +285,24 @@ def _read_csv(
                     f"{path} cannot be parsed as CSV: {e}; fix the file (types are inferred "
                     "from the first block of the first file)"
                 ) from None
+
+
+def _first_rows(batches: Iterator[pa.RecordBatch], limit: int) -> Iterator[pa.RecordBatch]:
+    """The first ``limit`` rows of a batch stream (a quick sample for smoke runs)."""
+    for batch in batches:
+        if batch.num_rows >= limit:
+            yield batch.slice(0, limit)
+            return
+        limit -= batch.num_rows
+        yield batch
+
+
+def _positive_or_none(value: Any, name: str) -> int | None:
+    if value is None:
+        return None
+    if int(value) < 1:
+        raise ParamError(f"{name}={value} is invalid; expected a row count >= 1 or null")
+    return int(value)
 
 
 def _block_size(fs: pafs.FileSystem, path: str, batch_rows: int) -> int:

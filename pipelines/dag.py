@@ -279,6 +279,7 @@ class _Builder:
                 },
                 "csv": dataclasses.asdict(data.csv),
                 "batch_rows": data.batch_rows,
+                "sample_rows": data.sample_rows,
             },
             inputs={"source": source},
             outputs=("dataset", "feature_spec", "scoring"),

@@ -214,3 +214,17 @@ def test_reused_run_id_is_refused(kfbatch, tmp_path: Path) -> None:
     result = kfbatch("run", "--run-id", "taken", f"runtime.runs_dir={tmp_path / 'runs'}")
     assert result.code == 1
     assert "already exists; choose another --run-id" in result.err
+
+
+def test_smoke_run_proves_the_whole_dag_on_a_sample(kfbatch, tmp_path: Path) -> None:
+    result = kfbatch("run", "--smoke", "--progress", "plain", f"runtime.runs_dir={tmp_path}")
+    assert result.code == 0, result.err
+    assert "[smoke run: a sample, one epoch]" in result.out
+    manifest = json.loads((tmp_path / "latest" / "manifest.json").read_text())
+    assert manifest["smoke"] is True
+    assert manifest["run_id"].endswith("-smoke")
+    assert manifest["nodes"]["etl"]["metrics"]["rows"] == 5000
+    assert manifest["nodes"]["train"]["metrics"]["epochs"] == 1
+    assert manifest["nodes"]["publish"]["metrics"]["rows"] == 5000
+    listed = kfbatch("runs", "list", "--runs-dir", str(tmp_path))
+    assert "churn-demo (smoke)" in listed.out

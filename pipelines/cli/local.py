@@ -11,6 +11,10 @@ from pipelines.cli.common import EXIT_FAILED, EXIT_OK, add_command, compose, num
 
 __all__ = ["register"]
 
+SMOKE_ROWS = 5000
+#: What ``kfbatch run --smoke`` changes: a small sample, one epoch; the DAG keeps its shape.
+SMOKE_OVERRIDES = (f"data.sample_rows={SMOKE_ROWS}", "trainer.epochs=1")
+
 
 def register(commands: Any) -> None:
     """Add the local commands to the CLI."""
@@ -19,6 +23,11 @@ def register(commands: Any) -> None:
         "--no-cache", action="store_true", help="run every step even if a cached result exists"
     )
     run.add_argument("--run-id", help="name of the run folder (default: timestamp-name-random)")
+    run.add_argument(
+        "--smoke",
+        action="store_true",
+        help=f"prove the pipeline first: the first {SMOKE_ROWS} rows, one epoch",
+    )
     run.add_argument(
         "--progress",
         choices=("auto", "live", "plain"),
@@ -63,6 +72,10 @@ def _run(args: argparse.Namespace) -> int:
     from pipelines.local.runner import run_local
 
     composed = compose(args)
+    if args.smoke:
+        rows = min(composed.config.data.rows, SMOKE_ROWS)
+        args.overrides = [*args.overrides, *SMOKE_OVERRIDES, f"data.rows={rows}"]
+        composed = compose(args)
     reporter = None if args.log_format == "json" else _reporter(args.progress)
     result = run_local(
         composed,
@@ -70,6 +83,7 @@ def _run(args: argparse.Namespace) -> int:
         run_id=args.run_id,
         reporter=reporter,
         log_format=args.log_format,
+        smoke=args.smoke,
     )
     print(_summary(result))
     return EXIT_OK if result.ok else EXIT_FAILED
@@ -94,7 +108,11 @@ def _summary(result: Any) -> str:
     for record in records:
         counts[record.status] = counts.get(record.status, 0) + 1
     tally = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
-    lines = [f"run {result.run_id}: {result.status} ({tally})", f"  run folder: {result.run_dir}"]
+    smoke = " [smoke run: a sample, one epoch]" if result.smoke else ""
+    lines = [
+        f"run {result.run_id}: {result.status} ({tally}){smoke}",
+        f"  run folder: {result.run_dir}",
+    ]
     for record in result.failed:
         lines.append(f"  step {record.node} failed: {record.error}")
         if record.log_path:

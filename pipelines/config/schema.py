@@ -84,6 +84,7 @@ class DataConfig:
     split: SplitConfig = field(default_factory=SplitConfig)
     csv: CsvConfig = field(default_factory=CsvConfig)
     batch_rows: int = knob(32_768, ge=1024)
+    sample_rows: int | None = knob(None, ge=1, expected="a row count >= 1, or null for all rows")
 
 
 @dataclass

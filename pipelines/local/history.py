@@ -154,7 +154,7 @@ def _summary(manifest: dict[str, Any], path: Path) -> RunSummary:
     key = next(((k, metrics[k]) for k in KEY_METRICS if k in metrics), None)
     return RunSummary(
         run_id=manifest.get("run_id", path.name),
-        name=manifest.get("name", ""),
+        name=manifest.get("name", "") + (" (smoke)" if manifest.get("smoke") else ""),
         status=_status(manifest),
         started_at=started or "",
         seconds=seconds,

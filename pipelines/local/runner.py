@@ -82,6 +82,7 @@ class RunResult:
     status: str
     nodes: dict[str, NodeRecord]
     dag: Dag
+    smoke: bool = False
 
     @property
     def ok(self) -> bool:
@@ -152,6 +153,7 @@ def run_local(
     run_id: str | None = None,
     reporter: Reporter | None = None,
     log_format: str = "text",
+    smoke: bool = False,
 ) -> RunResult:
     """Run the pipeline of a composed config on this machine.
 
@@ -161,7 +163,11 @@ def run_local(
         run_id: Name of the run folder; a timestamped id by default.
         reporter: Progress sink; plain log lines by default.
         log_format: ``text`` or ``json`` (JSON lines) for the steps' log files.
+        smoke: Mark the run as a smoke run (a sample of the data, set by the caller's config)
+            in its id and manifest.
     """
+    if smoke:
+        run_id = run_id or f"{_new_run_id(composed.config.name)}-smoke"
     return run_dag(
         build_dag(composed.config),
         composed.config.runtime,
@@ -170,6 +176,7 @@ def run_local(
         run_id=run_id,
         reporter=reporter,
         log_format=log_format,
+        smoke=smoke,
     )
 
 
@@ -182,6 +189,7 @@ def run_dag(
     run_id: str | None = None,
     reporter: Reporter | None = None,
     log_format: str = "text",
+    smoke: bool = False,
 ) -> RunResult:
     """Execute ``dag`` with the local runner's settings ``runtime`` (see :func:`run_local`)."""
     run_id = run_id or _new_run_id(dag.name)
@@ -198,7 +206,7 @@ def run_dag(
     (run_dir / "dag.json").write_text(json.dumps(dag.to_dict(), indent=2, sort_keys=True))
     _point_latest(runs_dir, run_id)
     execution = _Execution(
-        dag, runtime, run_id, run_dir, no_cache, reporter or _LogReporter(), log_format
+        dag, runtime, run_id, run_dir, no_cache, reporter or _LogReporter(), log_format, smoke
     )
     return execution.run()
 
@@ -230,9 +238,11 @@ class _Execution:
         no_cache: bool,
         reporter: Reporter,
         log_format: str,
+        smoke: bool,
     ) -> None:
         self.dag, self.runtime, self.run_id, self.run_dir = dag, runtime, run_id, run_dir
         self.no_cache, self.reporter, self.log_format = no_cache, reporter, log_format
+        self.smoke = smoke
         self.cache = StepCache(runtime.cache_dir)
         for path in self.cache.remove_abandoned():
             log.info("removed %s, left by a runner that no longer exists", path)
@@ -282,7 +292,9 @@ class _Execution:
             for record in self.records.values():
                 if record.status == PENDING:
                     record.status = NOT_RUN
-            result = RunResult(self.run_id, self.run_dir, status, self.records, self.dag)
+            result = RunResult(
+                self.run_id, self.run_dir, status, self.records, self.dag, self.smoke
+            )
             self._write_manifest(status)
             self.reporter.finish(result)
         return result
@@ -522,6 +534,7 @@ class _Execution:
             "started_at": self.started_at,
             "ended_at": None if status == RUNNING else _now(),
             "dag_digest": self.dag_digest,
+            "smoke": self.smoke,
             "pid": os.getpid(),
             "argv": sys.argv,
             "nodes": {name: asdict(record) for name, record in self.records.items()},

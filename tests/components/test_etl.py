@@ -244,3 +244,22 @@ def test_delimiter_is_honoured(tmp_path: Path) -> None:
     assert metrics["rows"] == 50
     schema = pq.read_schema(tmp_path / "out" / "dataset" / "train" / "part-00000.parquet")
     assert schema.field("amount").type == pa.float64()
+
+
+def test_sample_rows_reads_only_the_first_rows(tmp_path: Path) -> None:
+    source = tmp_path / "in.csv"
+    source.write_text("id,x,y\n" + "".join(f"r{i},{i},{i % 2}\n" for i in range(500)))
+    out = tmp_path / "out"
+    params = {
+        "id_column": "id",
+        "target": "y",
+        "shards": 2,
+        "batch_rows": 1024,
+        "sample_rows": 120,
+        "split": {"train": 0.6, "validation": 0.2, "test": 0.2},
+    }
+    outputs = {n: str(out / n) for n in ("dataset", "feature_spec", "scoring")}
+    metrics = etl.run({"source": str(source)}, params, outputs)
+    assert metrics["rows"] == 120
+    ids = pq.read_table(out / "scoring", columns=["id"]).column(0).to_pylist()
+    assert sorted(ids) == sorted(f"r{i}" for i in range(120))
