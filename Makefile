@@ -37,3 +37,15 @@ bench: $(INSTALLED)
 
 clean:
 	rm -rf runs build dist *.egg-info .pytest_cache .ruff_cache
+
+## make image: build the component image (IMAGE=name:tag, TORCH=cpu|cuda); needs Docker
+IMAGE ?= ghcr.io/kfbatch/kfbatch:0.1.0
+TORCH ?= cpu
+.PHONY: image
+image:
+	@if docker info >/dev/null 2>&1; then \
+		docker build --build-arg TORCH=$(TORCH) -t $(IMAGE) . ; \
+	else \
+		echo "make image: no Docker daemon here, so no image was built (tests/kubeflow/test_image.py runs the compiled tasks from the wheel instead)" >&2; \
+		exit 1; \
+	fi

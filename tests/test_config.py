@@ -108,7 +108,8 @@ BAD_CONFIGS = [
     (["data.id_column=churned"], "data.id_column", "a column other than data.target"),
     (["inference.shards=0"], "inference.shards", ">= 1"),
     (["name=My_Pipeline"], "name", "a lowercase DNS-1123 label, got 'My_Pipeline'"),
-    (["schedule.cron=0 2 * *"], "schedule.cron", "a 5-field cron expression"),
+    (["schedule.cron=0 2 * *"], "schedule.cron", "5 fields (minute hour day-of-month month"),
+    (["schedule.cron=0 0 13 * 5"], "schedule.cron", "day"),
     (["runtime.retries=-1"], "runtime.retries", ">= 0"),
     (["trainer.epochs"], "override", "key=value in Hydra's override grammar"),
     (

@@ -18,6 +18,7 @@ import typing
 from collections.abc import Mapping
 from typing import Any
 
+from pipelines.config.cron import to_kfp_cron
 from pipelines.config.schema import STAGES, Config
 from pipelines.errors import ConfigError, KfbatchError
 from pipelines.sources import parameters
@@ -47,6 +48,8 @@ def validate(container: Mapping[str, Any]) -> None:
     _check_model(container["model"])
     _check_resources(container["resources"])
     _check_secrets(container["kubeflow"]["secrets"])
+    if container["schedule"]["cron"]:
+        to_kfp_cron(container["schedule"]["cron"])
 
 
 @functools.cache
