@@ -12,7 +12,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from pipelines.cli import history, local
+from pipelines.cli import history, kubeflow, local
 from pipelines.cli.common import EXIT_CONFIG, EXIT_FAILED, EXIT_INTERRUPTED
 
 __all__ = ["main"]
@@ -45,11 +45,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kfbatch",
-        description="Batch ML pipelines from a Hydra config tree: run them on this machine.",
+        description=(
+            "Batch ML pipelines from a Hydra config tree: run them on this machine, or compile,"
+            " submit and schedule them on Kubeflow Pipelines."
+        ),
     )
     parser.add_argument("--version", action="version", version=f"kfbatch {_version()}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
     local.register(commands)
+    kubeflow.register(commands)
     history.register(commands)
     return parser
 

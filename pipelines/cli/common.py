@@ -27,14 +27,13 @@ def add_command(
     handler: Callable[[argparse.Namespace], int],
     summary: str,
     *,
-    overrides: bool = True,
+    positionals: tuple[str, ...] = (),
 ) -> argparse.ArgumentParser:
-    """A subcommand taking Hydra overrides, ``--config-dir``, ``--config-name``, ``--debug``."""
+    """A subcommand taking ``positionals``, then Hydra overrides, and the shared options."""
     command = commands.add_parser(name, help=summary, description=summary)
-    if overrides:
-        command.add_argument("overrides", nargs="*", metavar="OVERRIDE", help=_OVERRIDES_HELP)
-    else:
-        command.set_defaults(overrides=[])
+    for positional in positionals:
+        command.add_argument(positional)
+    command.add_argument("overrides", nargs="*", metavar="OVERRIDE", help=_OVERRIDES_HELP)
     command.add_argument("--config-dir", help="your config tree, searched before the packaged one")
     command.add_argument(
         "--config-name", default="config", help="primary config file, without .yaml"

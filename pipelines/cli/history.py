@@ -1,4 +1,4 @@
-"""``kfbatch runs list|show|compare|clean``: past local runs."""
+"""``kfbatch runs list|show|compare|clean``: past runs, local or (list, show) on Kubeflow."""
 
 from __future__ import annotations
 
@@ -15,23 +15,25 @@ def register(commands: Any) -> None:
     """Add ``kfbatch runs`` and its verbs to the CLI."""
     runs = commands.add_parser("runs", help="list, show, compare and clean up past runs")
     verbs = runs.add_subparsers(title="verbs", metavar="VERB")
-    add_command(verbs, "list", _list, "past runs, newest first", overrides=False)
+    listing = add_command(verbs, "list", _list, "past runs, newest first")
     show = add_command(
-        verbs, "show", _show, "one run: steps, times, logs, outputs", overrides=False
+        verbs, "show", _show, "one run: steps, times, logs, outputs", positionals=("run_id",)
     )
-    show.add_argument("run_id", help="a run id (see kfbatch runs list); 'latest' for the newest")
-    compare = add_command(
-        verbs, "compare", _compare, "two runs: config diff and metric deltas", overrides=False
-    )
-    compare.add_argument("first")
-    compare.add_argument("second")
-    clean = add_command(
+    for verb in (listing, show):
+        verb.add_argument(
+            "--runtime",
+            choices=("local", "kubeflow"),
+            default="local",
+            help="local run folders, or runs of this pipeline's experiment on KFP",
+        )
+    add_command(
         verbs,
-        "clean",
-        _clean,
-        "remove old runs and cache entries no kept run uses",
-        overrides=False,
+        "compare",
+        _compare,
+        "two runs: config diff and metric deltas",
+        positionals=("first", "second"),
     )
+    clean = add_command(verbs, "clean", _clean, "remove old runs and unused cache entries")
     clean.add_argument("--keep", type=int, required=True, help="how many newest runs to keep")
     clean.add_argument("--dry-run", action="store_true", help="say what would go, remove nothing")
     for verb in verbs.choices.values():
@@ -46,6 +48,8 @@ def _dirs(args: argparse.Namespace) -> tuple[str, str]:
 
 
 def _list(args: argparse.Namespace) -> int:
+    if args.runtime == "kubeflow":
+        return _list_kubeflow(args)
     from pipelines.local.history import list_runs
 
     runs_dir, _ = _dirs(args)
@@ -61,7 +65,42 @@ def _list(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _list_kubeflow(args: argparse.Namespace) -> int:
+    from pipelines.kubeflow.client import list_runs
+
+    config = compose(args).config
+    rows = [("run", "name", "state", "created", "finished")]
+    for run in list_runs(config):
+        rows.append(
+            (run.run_id, run.name, run.state, _when(run.created_at), _when(run.finished_at))
+        )
+    if len(rows) == 1:
+        print(f"no runs in experiment {config.kubeflow.experiment!r}")
+        return EXIT_OK
+    print(_table(rows))
+    return EXIT_OK
+
+
+def _show_kubeflow(args: argparse.Namespace) -> int:
+    from pipelines.kubeflow.client import get_run
+
+    run = get_run(compose(args).config, args.run_id)
+    print(f"run {run.run_id} ({run.name}): {run.state}")
+    print(f"  created {_when(run.created_at)}, finished {_when(run.finished_at) or '-'}")
+    if run.url:
+        print(f"  {run.url}")
+    if run.error:
+        print(f"  error: {run.error}")
+    return EXIT_OK
+
+
+def _when(moment: Any) -> str:
+    return moment.isoformat(timespec="seconds") if moment else ""
+
+
 def _show(args: argparse.Namespace) -> int:
+    if args.runtime == "kubeflow":
+        return _show_kubeflow(args)
     from pipelines.local.history import list_runs, load_run
 
     runs_dir, _ = _dirs(args)
