@@ -24,17 +24,18 @@ It imports nothing heavy itself: the component pulls in torch or pyarrow when it
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import math
 import os
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from importlib import metadata
 from typing import Any
 
 from kfp.dsl import Artifact, ClassificationMetrics, Markdown, Metrics, Model
+
+from pipelines.execution import limit_threads, load_component, substitute
 
 __all__ = [
     "RUN_ID_TOKEN",
@@ -99,8 +100,8 @@ def launch(
         os.environ["KFBATCH_RUN_ID"] = run_id
     threads = _cpu_quota()
     log.info("%s: inputs %s, outputs %s, threads %s", component, paths_in, paths_out, threads)
-    function = _load(component)
-    _limit_threads(threads)
+    function = load_component(component)
+    limit_threads(threads)
     results = dict(function(paths_in, resolved, paths_out) or {})
     log_scalars(metrics, results)
     for artifact in outputs.values():
@@ -126,7 +127,7 @@ def resolve_params(
             f"the params of this step use the run id placeholder {RUN_ID_TOKEN!r} but the "
             "task was given no run_id; recompile the pipeline with this kfbatch version"
         )
-    return _substitute(resolved, run_id)
+    return substitute(resolved, RUN_ID_TOKEN, run_id)
 
 
 def log_scalars(metrics: Metrics, values: Mapping[str, Any]) -> None:
@@ -235,21 +236,6 @@ def _input_path(value: InputValue) -> str | list[str]:
     return [artifact.path for artifact in value]
 
 
-def _substitute(value: Any, replacement: str) -> Any:
-    if isinstance(value, str):
-        return value.replace(RUN_ID_TOKEN, replacement)
-    if isinstance(value, Mapping):
-        return {k: _substitute(v, replacement) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_substitute(v, replacement) for v in value]
-    return value
-
-
-def _load(component: str) -> Callable[..., Any]:
-    module_name, _, function_name = component.partition(":")
-    return getattr(importlib.import_module(module_name), function_name or "run")
-
-
 def _cpu_quota(cgroup_root: str = "/sys/fs/cgroup") -> int | None:
     """CPUs the container may use (its cgroup v2 or v1 CPU limit, rounded up), or None."""
     try:
@@ -269,19 +255,6 @@ def _cpu_quota(cgroup_root: str = "/sys/fs/cgroup") -> int | None:
         return max(1, math.ceil(int(quota) / int(period)))
     except (ValueError, ZeroDivisionError):
         return None
-
-
-def _limit_threads(threads: int | None) -> None:
-    """Keep torch and pyarrow (once the component imported them) to the pod's CPU limit.
-
-    Both size their thread pools by the node's cores, not the container's limit.
-    """
-    if threads is None:
-        return
-    if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(threads)
-    if "pyarrow" in sys.modules:
-        sys.modules["pyarrow"].set_cpu_count(threads)
 
 
 def _version_of(distribution: str) -> str | None:

@@ -26,6 +26,7 @@ from pipelines.config.compose import ComposedConfig
 from pipelines.config.schema import RuntimeConfig
 from pipelines.dag import RUN_ID, Dag, Node, Ref, Uri, build_dag
 from pipelines.errors import KfbatchError
+from pipelines.execution import substitute
 from pipelines.local.cache import StepCache, external_digest, step_key
 from pipelines.local.pool import WorkerPool
 from pipelines.local.worker import StepOutcome, StepTask
@@ -418,7 +419,7 @@ class _Execution:
             node=name,
             component=node.step.component,
             inputs=self._input_paths(node),
-            params=_substitute(node.params, RUN_ID, self.run_id),
+            params=substitute(node.params, RUN_ID, self.run_id),
             outputs={out: str((staged / "outputs" / out).resolve()) for out in node.step.outputs},
             log_path=str(log_path.resolve()),
             threads=max(1, min(node.step.resources.threads, int(self.cpus))),
@@ -548,14 +549,3 @@ class _Execution:
 def _one_line(error: BaseException) -> str:
     text = " ".join(str(error).split())
     return text if isinstance(error, KfbatchError) else f"{type(error).__name__}: {text}"
-
-
-def _substitute(value: Any, placeholder: str, replacement: str) -> Any:
-    """Replace ``placeholder`` inside every string of a params structure."""
-    if isinstance(value, str):
-        return value.replace(placeholder, replacement)
-    if isinstance(value, Mapping):
-        return {k: _substitute(v, placeholder, replacement) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_substitute(v, placeholder, replacement) for v in value]
-    return value

@@ -9,7 +9,6 @@ component (or a library, or a child process) prints lands in that step's log.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import signal
@@ -20,6 +19,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
+from pipelines.execution import limit_threads, load_component
 from pipelines.logs import TEXT_FORMAT, formatter
 
 __all__ = ["StepOutcome", "StepTask", "execute", "serve"]
@@ -64,8 +64,8 @@ def execute(task: StepTask) -> StepOutcome:
             "step %s: %s (pid %d)", task.node, task.component, os.getpid()
         )
         try:
-            function = _load(task.component)
-            _limit_threads(task.threads)
+            function = load_component(task.component)
+            limit_threads(task.threads)
             metrics = function(task.inputs, task.params, task.outputs) or {}
             outcome = StepOutcome(True, dict(metrics), seconds=time.perf_counter() - started)
         except Exception as error:  # the runner decides about retries; report everything
@@ -115,20 +115,6 @@ class _captured:
         for target, saved in zip((1, 2), self.saved, strict=True):
             os.dup2(saved, target)
             os.close(saved)
-
-
-def _load(component: str) -> Any:
-    module_name, _, function_name = component.partition(":")
-    module = importlib.import_module(module_name)
-    return getattr(module, function_name or "run")
-
-
-def _limit_threads(threads: int) -> None:
-    """Keep a step to its CPU request in the libraries that spawn compute threads."""
-    if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(threads)
-    if "pyarrow" in sys.modules:
-        sys.modules["pyarrow"].set_cpu_count(max(threads, 1))
 
 
 def _is_permanent(error: BaseException) -> bool:
