@@ -14,12 +14,13 @@ from components.io import iter_batches, split_parts, write_json
 from components.model_artifact import load_model, predict_proba
 from components.train import roc_auc
 
-__all__ = ["METRICS_FILE", "run"]
+__all__ = ["METRICS_FILE", "roc_curve", "run"]
 
 log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.json"
 READ_BATCH_ROWS = 65_536
+ROC_POINTS = 200  # enough for a smooth curve in the Kubeflow UI, small in metrics.json
 
 
 def run(
@@ -81,6 +82,7 @@ def run(
             "model_version": meta["version"],
             **flat,
             "confusion_matrix": [[tn, fp], [fn, tp]],
+            "roc_curve": roc_curve(y_true, y_score),
         },
     )
     log.info(
@@ -92,3 +94,18 @@ def run(
         flat["f1"],
     )
     return flat
+
+
+def roc_curve(y_true: np.ndarray, y_score: np.ndarray, points: int = ROC_POINTS) -> dict:
+    """The ROC curve thinned to at most ``points`` points, as JSON-safe lists.
+
+    sklearn starts the thresholds at +inf (a point that predicts nothing positive); JSON has
+    no infinity, so that threshold is written as 1.0, the highest score a probability takes.
+    """
+    fpr, tpr, thresholds = skm.roc_curve(y_true, y_score, drop_intermediate=True)
+    keep = np.unique(np.linspace(0, len(fpr) - 1, min(points, len(fpr))).round().astype(int))
+    return {
+        "fpr": [round(float(v), 6) for v in fpr[keep]],
+        "tpr": [round(float(v), 6) for v in tpr[keep]],
+        "thresholds": [round(float(min(v, 1.0)), 6) for v in thresholds[keep]],
+    }

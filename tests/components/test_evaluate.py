@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from components import evaluate
 from components.errors import DataError, ParamError
+from components.evaluate import roc_curve
 
 from .helpers import Pipeline
 
@@ -45,3 +47,15 @@ def test_missing_model_names_the_step_to_run(pipeline: Pipeline, tmp_path: Path)
     inputs = {"dataset": str(pipeline.dataset), "model": str(tmp_path / "nope")}
     with pytest.raises(DataError, match=r"model.json does not exist; expected the output of the"):
         evaluate.run(inputs, {}, {"metrics": str(tmp_path / "m")})
+
+
+def test_roc_curve_is_thinned_json_safe_and_monotone() -> None:
+    rng = np.random.default_rng(0)
+    y_true = rng.integers(0, 2, 5000)
+    y_score = np.clip(y_true * 0.3 + rng.random(5000) * 0.7, 0, 1)
+    curve = roc_curve(y_true, y_score, points=50)
+    assert len(curve["fpr"]) == len(curve["tpr"]) == len(curve["thresholds"]) <= 50
+    assert curve["fpr"][0] == 0.0 and curve["fpr"][-1] == 1.0 and curve["tpr"][-1] == 1.0
+    assert curve["thresholds"][0] == 1.0  # sklearn's +inf, made JSON-safe
+    assert all(a <= b for a, b in zip(curve["fpr"], curve["fpr"][1:], strict=False))
+    json.dumps(curve, allow_nan=False)
