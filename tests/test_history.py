@@ -84,6 +84,7 @@ def test_clean_never_touches_a_running_run(three_runs: RuntimeConfig) -> None:
     assert result.kept_running == ["r0"]
     assert sorted(result.removed_runs) == ["r1", "r2"]
     assert result.removed_entries == 0  # a running run may be about to reuse any entry
+    assert not (Path(three_runs.runs_dir) / "latest").is_symlink()  # it pointed at r2
     assert sorted(p.name for p in Path(three_runs.cache_dir).iterdir()) == before
     assert load_run(three_runs.runs_dir, "r0")["status"] == "running"
 

@@ -107,6 +107,9 @@ def clean_runs(
     if not dry_run:
         for run in doomed:
             shutil.rmtree(run.path)
+        latest = Path(runs_dir) / "latest"
+        if latest.is_symlink() and not latest.exists():
+            latest.unlink()
     entries = [] if any(r.status == "running" for r in runs) else _unused_entries(cache_dir, kept)
     freed = 0
     for entry in entries:
