@@ -85,8 +85,21 @@ def _run(args: argparse.Namespace) -> int:
         log_format=args.log_format,
         smoke=args.smoke,
     )
-    print(_summary(result))
+    print(_summary(result, report=_write_report(result.run_dir)))
     return EXIT_OK if result.ok else EXIT_FAILED
+
+
+def _write_report(run_dir: Any) -> Any:
+    """The run's ``report.html``, or None when it could not be written (the run still counts)."""
+    from pipelines.report import write_report
+
+    try:
+        return write_report(run_dir)
+    except Exception as error:  # a report is a view of the run, never a reason to fail it
+        logging.getLogger("kfbatch.report").warning(
+            "could not write the run report of %s: %s: %s", run_dir, type(error).__name__, error
+        )
+        return None
 
 
 def _reporter(progress: str) -> Any:
@@ -101,7 +114,7 @@ def _reporter(progress: str) -> Any:
     return LiveReporter(Console(stderr=True))
 
 
-def _summary(result: Any) -> str:
+def _summary(result: Any, *, report: Any = None) -> str:
     """What a user wants after a run: status, where the outputs are, what failed and why."""
     records = result.nodes.values()
     counts: dict[str, int] = {}
@@ -113,6 +126,8 @@ def _summary(result: Any) -> str:
         f"run {result.run_id}: {result.status} ({tally}){smoke}",
         f"  run folder: {result.run_dir}",
     ]
+    if report:
+        lines.append(f"  report: {report}")
     for record in result.failed:
         lines.append(f"  step {record.node} failed: {record.error}")
         if record.log_path:
