@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,7 +30,14 @@ __all__ = [
     "Step",
     "Uri",
     "build_dag",
+    "memory_bytes",
 ]
+
+_MEMORY_UNITS = {
+    "": 1,
+    **{suffix: 10 ** (3 * (i + 1)) for i, suffix in enumerate("kMGTPE")},
+    **{f"{suffix}i": 2 ** (10 * (i + 1)) for i, suffix in enumerate("KMGTPE")},
+}
 
 #: Placeholder for the run id inside params: backends substitute their run id at execution
 #: time (the local run id, or KFP's job id), and it never enters a cache key.
@@ -181,6 +189,14 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     return value
+
+
+def memory_bytes(quantity: str) -> float:
+    """Bytes in a Kubernetes memory quantity such as ``512Mi``, ``4Gi``, ``2G`` or ``1.5Gi``."""
+    match = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)([A-Za-z]*)", quantity)
+    if match is None or match.group(2) not in _MEMORY_UNITS:
+        raise ValueError(f"{quantity!r} is not a Kubernetes memory quantity such as 512Mi")
+    return float(match.group(1)) * _MEMORY_UNITS[match.group(2)]
 
 
 def build_dag(config: Config) -> Dag:

@@ -2,27 +2,9 @@
 
 from __future__ import annotations
 
-import re
+from pipelines.dag import Dag, Ref, Step, memory_bytes
 
-from pipelines.dag import Dag, Ref, Step
-
-__all__ = ["dag_dot", "dag_tree", "memory_bytes", "resource_budget"]
-
-_UNITS = {
-    "": 1,
-    "k": 10**3,
-    "M": 10**6,
-    "G": 10**9,
-    "T": 10**12,
-    "P": 10**15,
-    "E": 10**18,
-    "Ki": 2**10,
-    "Mi": 2**20,
-    "Gi": 2**30,
-    "Ti": 2**40,
-    "Pi": 2**50,
-    "Ei": 2**60,
-}
+__all__ = ["dag_dot", "dag_tree", "resource_budget"]
 
 
 def dag_tree(dag: Dag) -> str:
@@ -68,12 +50,6 @@ def dag_tree(dag: Dag) -> str:
             extras.append(f"timeout={step.timeout_s:g}s")
         lines.append(f"{stem}   {' '.join(extras)}")
     return "\n".join(lines)
-
-
-def memory_bytes(quantity: str) -> float:
-    """Bytes in a Kubernetes memory quantity such as ``512Mi``, ``4Gi`` or ``2G``."""
-    number, unit = re.fullmatch(r"([0-9.]+)([A-Za-z]*)", quantity).groups()
-    return float(number) * _UNITS[unit]
 
 
 def _gib(n_bytes: float) -> str:

@@ -8,8 +8,8 @@ import subprocess
 import pytest
 
 from pipelines.config.compose import compose_config
-from pipelines.dag import build_dag
-from pipelines.views import dag_dot, memory_bytes, resource_budget
+from pipelines.dag import build_dag, memory_bytes
+from pipelines.views import dag_dot, resource_budget
 
 
 def test_memory_quantities() -> None:

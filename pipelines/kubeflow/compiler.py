@@ -69,8 +69,8 @@ from kfp.dsl.types import type_annotations
 
 from pipelines.config.compose import ComposedConfig
 from pipelines.config.schema import Config
-from pipelines.dag import RUN_ID, Dag, Ref, Step, Uri, build_dag
-from pipelines.errors import ConfigError, KfbatchError
+from pipelines.dag import RUN_ID, Dag, Ref, Step, Uri, build_dag, memory_bytes
+from pipelines.errors import KfbatchError
 from pipelines.kubeflow.launch import RUN_ID_TOKEN
 from pipelines.kubeflow.tasks import CHECKPOINTING, DECLARATIONS
 
@@ -82,20 +82,7 @@ CHECKPOINT_DIR_ENV = "KFBATCH_CHECKPOINT_DIR"
 #: The default accelerator resource when a step asks for GPUs without naming one.
 DEFAULT_ACCELERATOR = "nvidia.com/gpu"
 
-_SECRET_REF = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?)/([-._a-zA-Z0-9]+)$")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _KFP_MEMORY = re.compile(r"^[0-9]+(E|Ei|P|Pi|T|Ti|G|Gi|M|Mi|K|Ki)?$")
-_MEMORY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
-_MEMORY_UNITS = {
-    None: 1,
-    "k": 10**3,
-    "M": 10**6,
-    "G": 10**9,
-    "T": 10**12,
-    "P": 10**15,
-    "E": 10**18,
-    **{f"{p}i": 2 ** (10 * (i + 1)) for i, p in enumerate("KMGTPE")},
-}
 
 
 def compile_pipeline(composed: ComposedConfig) -> str:
@@ -260,7 +247,7 @@ def _configure(task: Any, step: Step, config: Config) -> None:
     task.set_display_name(step.name)
     task.set_caching_options(enable_caching=bool(kf.caching and step.cache))
     task.set_env_variable("KFBATCH_STEP", step.name)
-    cpu, memory = _cpu(resources.cpu), _memory(resources.memory, step.name)
+    cpu, memory = _cpu(resources.cpu), _memory(resources.memory)
     task.set_cpu_request(cpu).set_cpu_limit(cpu)
     task.set_memory_request(memory).set_memory_limit(memory)
     if resources.gpu:
@@ -398,22 +385,11 @@ def _final_outputs(dag: Dag) -> tuple[tuple[str, tuple[str, str]], ...]:
 
 
 def _secrets(secrets: Mapping[str, str]) -> dict[str, dict[str, str]]:
-    """``{ENV: "secret/key"}`` -> ``{secret: {key: ENV}}``, sorted, validated."""
+    """``{ENV: "secret/key"}`` (validated at composition) -> ``{secret: {key: ENV}}``."""
     grouped: dict[str, dict[str, str]] = defaultdict(dict)
     for env in sorted(secrets):
-        reference = str(secrets[env])
-        if not _ENV_NAME.match(env):
-            raise ConfigError(
-                f"kubeflow.secrets.{env}", "an environment variable name such as AWS_KEY", env
-            )
-        match = _SECRET_REF.match(reference)
-        if match is None:
-            raise ConfigError(
-                f"kubeflow.secrets.{env}",
-                "a Kubernetes secret reference 'secret-name/key'",
-                reference,
-            )
-        grouped[match.group(1)][match.group(3)] = env
+        secret, _, key = str(secrets[env]).partition("/")
+        grouped[secret][key] = env
     return {secret: dict(sorted(keys.items())) for secret, keys in sorted(grouped.items())}
 
 
@@ -423,18 +399,10 @@ def _cpu(cpu: float) -> str:
     return str(millis // 1000) if millis % 1000 == 0 else f"{millis}m"
 
 
-def _memory(memory: str, step: str) -> str:
+def _memory(memory: str) -> str:
     """A memory quantity in the form kfp accepts (integers with K/Ki... suffixes).
 
     kfp refuses decimals (``1.5Gi``) and the lowercase ``k`` that Kubernetes allows, so
     those are written as a byte count.
     """
-    if _KFP_MEMORY.match(memory):
-        return memory
-    match = _MEMORY.match(memory)
-    if match is None:
-        raise ConfigError(
-            f"resources.steps.{step}.memory", "a Kubernetes quantity such as 512Mi", memory
-        )
-    number, unit = match.groups()
-    return str(math.ceil(float(number) * _MEMORY_UNITS[unit]))
+    return memory if _KFP_MEMORY.match(memory) else str(math.ceil(memory_bytes(memory)))

@@ -31,6 +31,7 @@ __all__ = [
     "component_version",
     "digest_path",
     "external_digest",
+    "process_alive",
     "step_key",
 ]
 
@@ -109,7 +110,7 @@ class StepCache:
                 pid = int(path.name.split("-")[-2])
             except (IndexError, ValueError):
                 continue
-            if not _alive(pid):
+            if not process_alive(pid):
                 shutil.rmtree(path, ignore_errors=True)
                 removed.append(path)
         return removed
@@ -118,7 +119,10 @@ class StepCache:
 _TMP, _OLD = ".tmp-", ".old-"
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int | None) -> bool:
+    """Whether a process with id ``pid`` exists (on this machine)."""
+    if not pid:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

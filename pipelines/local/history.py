@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import difflib
 import json
-import os
 import shutil
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.errors import KfbatchError
+from pipelines.local.cache import process_alive
 
 __all__ = ["CleanResult", "RunSummary", "clean_runs", "compare_runs", "list_runs", "load_run"]
 
@@ -131,21 +131,9 @@ def _read(path: Path) -> dict[str, Any]:
 def _status(manifest: dict[str, Any]) -> str:
     """``running`` only while the runner process lives; a run whose runner died is ``killed``."""
     status = manifest.get("status", "unknown")
-    if status == "running" and not _alive(manifest.get("pid")):
+    if status == "running" and not process_alive(manifest.get("pid")):
         return "killed"
     return status
-
-
-def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _summary(manifest: dict[str, Any], path: Path) -> RunSummary:
