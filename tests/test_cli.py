@@ -89,3 +89,15 @@ def test_json_logs_carry_run_step_and_attempt(kfbatch, tmp_path: Path) -> None:
     records = [json.loads(line) for line in step_log]
     assert {(r["run_id"], r["step"], r["attempt"]) for r in records} == {("j1", "etl", 1)}
     assert any(r["logger"] == "components.etl" for r in records)
+
+
+def test_output_cut_short_by_a_pipe_is_not_an_error() -> None:
+    """``kfbatch dag | head -1``: the reader closes the pipe before kfbatch writes."""
+    script = Path(sys.executable).parent / "kfbatch"
+    process = subprocess.Popen(
+        [str(script), "dag"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    process.stdout.close()
+    stderr = process.stderr.read()
+    assert process.wait(timeout=60) == 0
+    assert "Traceback" not in stderr and "Exception ignored" not in stderr
