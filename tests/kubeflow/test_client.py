@@ -18,13 +18,9 @@ from pipelines.config.compose import compose_config
 from pipelines.config.schema import Config
 from pipelines.errors import ConfigError
 from pipelines.kubeflow import client as kfp_client
+from pipelines.kubeflow import connection
 from pipelines.kubeflow.client import (
-    KubeflowAuthError,
-    KubeflowError,
-    KubeflowNotFound,
     KubeflowTimeout,
-    KubeflowUnreachable,
-    PipelinePackage,
     RunInfo,
     create_schedule,
     get_run,
@@ -32,6 +28,13 @@ from pipelines.kubeflow.client import (
     submit_run,
     wait_for_run,
 )
+from pipelines.kubeflow.connection import (
+    KubeflowAuthError,
+    KubeflowError,
+    KubeflowNotFound,
+    KubeflowUnreachable,
+)
+from pipelines.kubeflow.package import PipelinePackage
 from tests.kubeflow.kfp_fake_server import FakeKfp
 
 TOKEN = "t0ken-that-must-never-be-shown"
@@ -430,10 +433,10 @@ def test_in_cluster_falls_back_to_the_pods_service_account_token(
     pod_token = tmp_path / "sa-token"
     pod_token.write_text("service-account-token")
     monkeypatch.setenv(KF_PIPELINES_SA_TOKEN_ENV, str(tmp_path / "no-kfp-token"))
-    monkeypatch.setattr(kfp_client, "POD_TOKEN_PATH", str(pod_token))
+    monkeypatch.setattr(connection, "POD_TOKEN_PATH", str(pod_token))
     with FakeKfp(token="service-account-token") as server:
         assert list_runs(configured(base_config, server.url, in_cluster=True)) == []
-    monkeypatch.setattr(kfp_client, "POD_TOKEN_PATH", str(tmp_path / "no-sa-token"))
+    monkeypatch.setattr(connection, "POD_TOKEN_PATH", str(tmp_path / "no-sa-token"))
     with pytest.raises(ConfigError, match=r"^kubeflow.in_cluster: expected to run in a pod"):
         list_runs(configured(base_config, "http://127.0.0.1:9", in_cluster=True))
 
