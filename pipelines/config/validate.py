@@ -50,6 +50,12 @@ def validate(container: Mapping[str, Any]) -> None:
     _check_secrets(container["kubeflow"]["secrets"])
     if container["schedule"]["cron"]:
         to_kfp_cron(container["schedule"]["cron"])
+    for env, spec in container["manifests"]["envs"].items():
+        if spec["cron"]:
+            try:
+                to_kfp_cron(spec["cron"])
+            except ConfigError as error:
+                raise ConfigError(f"manifests.envs.{env}.cron", error.expected, error.given) from None
 
 
 @functools.cache
