@@ -256,6 +256,9 @@ class ManifestEnv:
     """One deployment environment of ``kfbatch manifests``: what its overlay patches."""
 
     namespace: str = knob(MISSING, pattern=NAME_PATTERN, expected="a Kubernetes namespace")
+    # kfp: Pipeline, PipelineVersion and a submit CronJob; standalone (clusters without
+    # Kubeflow Pipelines): a TrainJob or PyTorchJob and an Indexed inference Job.
+    target: str = knob("kfp", choices=("kfp", "standalone"))
     image_tag: str | None = knob(
         None,
         pattern=r"^([\w][\w.-]{0,127}|sha256:[0-9a-f]{64})$",

@@ -55,7 +55,9 @@ def validate(container: Mapping[str, Any]) -> None:
             try:
                 to_kfp_cron(spec["cron"])
             except ConfigError as error:
-                raise ConfigError(f"manifests.envs.{env}.cron", error.expected, error.given) from None
+                raise ConfigError(
+                    f"manifests.envs.{env}.cron", error.expected, error.given
+                ) from None
 
 
 @functools.cache
