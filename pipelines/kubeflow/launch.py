@@ -15,10 +15,11 @@ does what the local runner's worker does, against KFP artifacts instead of cache
   ``KFBATCH_RUN_ID`` as the local worker does (the compiler sets ``KFBATCH_STEP``);
 - calls ``module:function`` (the DAG step's component) — or, when the compiler set
   ``KFBATCH_DISTRIBUTED`` (``trainer.nodes > 1``), runs it as a multi-node Kubeflow Trainer
-  job through :func:`pipelines.kubeflow.trainjob.run_distributed` — and turns what it returns and writes
-  into what the Kubeflow UI shows: scalar metrics on a ``Metrics`` artifact, model metadata
-  (version, framework) on ``Model`` artifacts, and for evaluation a confusion matrix (and a
-  ROC curve when the evaluation writes one) on ``ClassificationMetrics`` and a Markdown
+  job through :func:`pipelines.kubeflow.trainjob.run_distributed` — and turns what it
+  returns and writes into what the Kubeflow UI shows: scalar metrics on a ``Metrics``
+  artifact, model metadata (version, framework) on ``Model`` artifacts, and for evaluation
+  a confusion matrix (and a ROC curve when the evaluation writes one) on
+  ``ClassificationMetrics`` and a Markdown
   report carrying the ``display_name`` custom property the UI needs to render it.
 
 It imports nothing heavy itself: the component pulls in torch or pyarrow when it needs them.
