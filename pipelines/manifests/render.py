@@ -399,7 +399,7 @@ class _Plan:
                 annotations={
                     # A security scanner's rule that does not fit this pod, and why.
                     "checkov.io/skip1": "CKV_K8S_38=kfbatch submit authenticates to the KFP"
-                    " API with this pod's service-account token (kubeflow.in_cluster=true)",
+                    " API with this pod's service-account token (kubeflow.in_cluster: true)",
                 },
             ),
             "spec": {
