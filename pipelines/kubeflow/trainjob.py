@@ -478,7 +478,7 @@ def run_trainjob(
         timeout: Seconds to wait for the job to end (> 0).
         api: A ``kubernetes.client.CustomObjectsApi``; by default one with the pod's
             in-cluster credentials, or the local kubeconfig outside a cluster.
-        poll_s: Seconds between status reads.
+        poll_s: Seconds between status reads (the first ones come sooner: 1 s, 2 s, ...).
 
     Returns:
         The job as last read, with its ``status``.
@@ -499,6 +499,7 @@ def run_trainjob(
         job = _create_or_adopt(api, kind, namespace, body, ref, say, sleep)
         deadline = time.monotonic() + timeout
         seen: set[tuple[str, str, str]] = set()
+        delay = min(poll_s, 1.0)  # read early, then every poll_s: short jobs end sooner
         while True:
             state = _report_conditions(job, kind, seen, ref, say)
             if state == "succeeded":
@@ -510,7 +511,8 @@ def run_trainjob(
             if time.monotonic() >= deadline:
                 _delete(api, kind, namespace, name)
                 raise TrainJobError(f"{ref} did not finish within {timeout:g} s; deleted it")
-            sleep(poll_s)
+            sleep(delay)
+            delay = min(poll_s, delay * 2)
             job = _get(api, kind, namespace, name)
             if job is None:
                 raise TrainJobError(f"{ref} disappeared while running (deleted by someone?)")
@@ -528,7 +530,13 @@ def _default_api() -> Any:
     try:
         config.load_incluster_config()
     except config.ConfigException:
-        config.load_kube_config()
+        try:  # KUBECONFIG as it is now (the client reads it once, at import)
+            config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))
+        except (config.ConfigException, OSError) as error:
+            raise TrainJobError(
+                "no Kubernetes credentials to create the training job: not in a cluster and "
+                f"no usable kubeconfig ({error}); run the task in-cluster or set KUBECONFIG"
+            ) from None
     return client.CustomObjectsApi()
 
 

@@ -340,3 +340,60 @@ def test_run_distributed_stages_inputs_runs_the_job_and_returns_its_outputs(
     stage = tmp_path / "mnt" / "kfbatch-jobs" / job["metadata"]["name"]
     assert env["KFBATCH_CHECKPOINT_DIR"] == os.fspath(stage / "checkpoints")
     assert env["KFBATCH_RUN_ID"] == "run-7"
+
+
+def test_the_launcher_trains_through_a_job_when_the_compiler_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The KFP task's path end to end: env from the compiler, kubeconfig, fake cluster."""
+    from kfp import dsl
+
+    from pipelines.kubeflow.launch import launch
+
+    composed = _composed(tmp_path)
+    settings = trainjob.distributed_settings(
+        composed.config, build_dag(composed.config).step("train")
+    )
+    dataset = dsl.Dataset(name="dataset", uri=str(tmp_path / "dataset"))
+    os.makedirs(dataset.path)
+    model = dsl.Model(name="model", uri=str(tmp_path / "model"))
+    metrics = dsl.Metrics(name="metrics", uri=str(tmp_path / "metrics"))
+
+    def training_pods(job: dict[str, Any]) -> None:
+        args = job["spec"]["trainer"]["args"]
+        values = dict(zip(args[2::2], args[3::2], strict=True))
+        Path(json.loads(values["--outputs"])["model"]).mkdir(parents=True)
+        Path(json.loads(values["--outputs"])["model"], "weights.pt").write_text("w")
+        Path(values["--metrics"]).write_text(json.dumps({"val_roc_auc": 0.75}))
+
+    with FakeKubernetes([[condition("Complete")]], on_create=training_pods) as fake:
+        kubeconfig = tmp_path / "kubeconfig"
+        kubeconfig.write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "v1",
+                    "clusters": [{"cluster": {"server": fake.url}, "name": "fake"}],
+                    "contexts": [{"context": {"cluster": "fake", "user": "u"}, "name": "fake"}],
+                    "current-context": "fake",
+                    "kind": "Config",
+                    "users": [{"name": "u", "user": {"token": "t"}}],
+                }
+            )
+        )
+        monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+        monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+        monkeypatch.setenv(DISTRIBUTED_ENV, settings)
+        returned = launch(
+            "components.train:run",
+            json.dumps({"epochs": 1}),
+            inputs={"dataset": dataset},
+            outputs={"model": model},
+            metrics=metrics,
+            run_id="run-9",
+        )
+    assert returned == {"val_roc_auc": 0.75}
+    assert metrics.metadata == {"val_roc_auc": 0.75}
+    assert Path(model.path, "weights.pt").read_text() == "w"
+    posted = fake.requests[0]
+    assert posted.path == "/apis/trainer.kubeflow.org/v1alpha1/namespaces/kubeflow/trainjobs"
+    assert posted.body["spec"]["trainer"]["numNodes"] == 2
