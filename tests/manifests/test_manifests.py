@@ -76,25 +76,54 @@ def _name(resource: dict[str, Any]) -> str:
     return f"{resource['kind']}/{resource['metadata']['name']}"
 
 
+CORE_KINDS = {
+    "ConfigMap",
+    "CronJob",
+    "Job",
+    "Namespace",
+    "PersistentVolumeClaim",
+    "Role",
+    "RoleBinding",
+    "ServiceAccount",
+}
+
+
 @needs_crds
 def test_every_file_resource_validates(tree: dict[str, str]) -> None:
     kinds = set()
     for rel, resource in _resources(tree):
         assert _validate(resource) == [], f"{rel}: {_name(resource)}"
         kinds.add(resource["kind"])
-    assert kinds == {
-        "ConfigMap",
-        "CronJob",
-        "Job",
-        "Namespace",
-        "PersistentVolumeClaim",
-        "Pipeline",
-        "PipelineVersion",
-        "Role",
-        "RoleBinding",
-        "ServiceAccount",
-        "TrainJob",
-    }
+    assert kinds == CORE_KINDS | {"Pipeline", "PipelineVersion", "TrainJob"}
+
+
+@needs_crds
+def test_a_gpu_multi_node_pytorchjob_variant_validates_too() -> None:
+    tree = render_tree(
+        compose_config(
+            [
+                "kubeflow.training_api=pytorchjob",
+                "resources=gpu",
+                "runtime.queue=team-ml",
+                "trainer.nodes=3",
+                "schedule=nightly",
+                "runtime.step_timeout_s=3600",
+            ]
+        )
+    )
+    kinds = set()
+    for rel, resource in _resources(tree):
+        assert _validate(resource) == [], f"{rel}: {_name(resource)}"
+        kinds.add(resource["kind"])
+    assert kinds == CORE_KINDS | {"Pipeline", "PipelineVersion", "PyTorchJob"}
+    (job,) = yaml.safe_load_all(tree["components/standalone/training-job.yaml"])
+    assert job["spec"]["pytorchReplicaSpecs"]["Worker"]["replicas"] == 2
+    assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-ml"
+    worker = job["spec"]["pytorchReplicaSpecs"]["Worker"]["template"]["spec"]
+    assert worker["nodeSelector"] == {"cloud.google.com/gke-accelerator": "nvidia-tesla-t4"}
+    assert worker["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    (cron,) = yaml.safe_load_all(tree["components/kfp/cronjob.yaml"])
+    assert (cron["spec"]["schedule"], cron["spec"]["suspend"]) == ("0 2 * * *", False)
 
 
 def test_strict_validation_catches_a_typo() -> None:
@@ -209,6 +238,7 @@ def test_overlays_differ_by_namespace_image_schedule_storage_resources_and_queue
         "cpu": "2",
         "memory": "4Gi",
     }
+    assert train["spec"]["trainer"]["resourcesPerNode"]["limits"] == {"cpu": "4", "memory": "8Gi"}
     assert not [r for r in built["batch"] if r["kind"] in ("CronJob", "PipelineVersion")]
     assert not [r for r in built["prod"] if r["kind"] in ("Job", "TrainJob")]
 
