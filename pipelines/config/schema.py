@@ -227,7 +227,8 @@ class KubeflowConfig:
     experiment: str = "${name}"
     image: str = knob(
         "ghcr.io/kfbatch/kfbatch:0.1.0",
-        pattern=r"^[^\s:@]+(:[\w.-]+)?(@sha256:[0-9a-f]{64})?$",
+        # [registry[:port]/]path[:tag][@sha256:digest]: a port is not a tag.
+        pattern=r"^([^\s/@]+/)*[^\s:/@]+(:[\w][\w.-]{0,127})?(@sha256:[0-9a-f]{64})?$",
         expected="a container image reference with a tag or digest",
     )
     token_env: str = knob("KFP_TOKEN", expected="the name of an environment variable")

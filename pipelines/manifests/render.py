@@ -552,13 +552,6 @@ class _Plan:
     def overlay(self, env: str, delta: ManifestEnv) -> str:
         config = self.config
         standalone = delta.target == "standalone"
-        repository, tag = _split_image(config.kubeflow.image)
-        image: dict[str, Any] = {"name": repository}
-        wanted = delta.image_tag or tag
-        if wanted.startswith("sha256:"):
-            image["digest"] = wanted
-        else:
-            image["newTag"] = wanted
         patches: list[dict[str, Any]] = []
         for pvc in (self.checkpoint_pvc, self.data_pvc):
             if delta.storage_class:
@@ -576,31 +569,35 @@ class _Plan:
         body: dict[str, Any] = {
             "apiVersion": "kustomize.config.k8s.io/v1beta1",
             "components": ["../../components/standalone" if standalone else "../../components/kfp"],
-            "images": [image],
             "kind": "Kustomization",
             "labels": [{"includeSelectors": False, "pairs": {"kfbatch.io/env": env}}],
             "namespace": delta.namespace,
             "resources": ["../../base"],
         }
+        if delta.image_tag:
+            repository = _repository(config.kubeflow.image)
+            key = "digest" if delta.image_tag.startswith("sha256:") else "newTag"
+            body["images"] = [{"name": repository, key: delta.image_tag}]
         if patches:
             body["patches"] = patches
         return dump_yaml([body])
 
     def _cron_patch(self, env: str, delta: ManifestEnv) -> dict[str, Any]:
         """The CronJob's schedule and the overrides its ``kfbatch submit`` applies."""
-        cron = delta.cron or self.config.schedule.cron
         overrides = [f"kubeflow.namespace={delta.namespace}"]
         if delta.image_tag:
-            repository, _ = _split_image(self.config.kubeflow.image)
+            repository = _repository(self.config.kubeflow.image)
             sep = "@" if delta.image_tag.startswith("sha256:") else ":"
             overrides.append(f"kubeflow.image={repository}{sep}{delta.image_tag}")
         overrides.extend(_resource_overrides(delta))
         args = "/spec/jobTemplate/spec/template/spec/containers/0/args/-"
-        ops = [
-            _op("replace", "/spec/schedule", cron or _SUSPENDED_CRON),
-            _op("replace", "/spec/suspend", cron is None),
-            *(_op("add", args, o) for o in overrides),
-        ]
+        ops = []
+        if delta.cron and delta.cron != self.config.schedule.cron:
+            ops += [
+                _op("replace", "/spec/schedule", delta.cron),
+                _op("replace", "/spec/suspend", False),
+            ]
+        ops += [_op("add", args, o) for o in overrides]
         return _json_patch("CronJob", f"{self.name}-submit", ops)
 
     def _job_patches(self, delta: ManifestEnv) -> list[dict[str, Any]]:
@@ -686,18 +683,12 @@ def _resource_overrides(delta: ManifestEnv) -> list[str]:
     return found
 
 
-def _split_image(image: str) -> tuple[str, str]:
-    """``repo[:tag][@digest]`` -> (repository, tag or digest)."""
-    if "@" in image:
-        repository, digest = image.split("@", 1)
-        return repository.rsplit(":", 1)[0] if ":" in repository.rsplit("/", 1)[
-            -1
-        ] else repository, digest
-    last = image.rsplit("/", 1)[-1]
-    if ":" in last:
-        repository, tag = image.rsplit(":", 1)
-        return repository, tag
-    return image, "latest"
+def _repository(image: str) -> str:
+    """``registry/repo[:tag][@digest]`` -> ``registry/repo`` (what kustomize ``images`` match)."""
+    name = image.split("@", 1)[0]
+    head, _, last = name.rpartition("/")
+    last = last.split(":", 1)[0]
+    return f"{head}/{last}" if head else last
 
 
 def _op(op: str, path: str, value: Any) -> dict[str, Any]:

@@ -378,3 +378,37 @@ def test_the_job_entry_refuses_to_guess_an_index(monkeypatch: pytest.MonkeyPatch
         job_main(["--component", "tests.support.steps:write", "--outputs", '{"out": "/x-{index}"}'])
         == 1
     )
+
+
+@needs_kubectl
+def test_an_environment_can_pin_a_digest_of_an_image_on_a_registry_with_a_port(
+    tmp_path: Path,
+) -> None:
+    digest = "sha256:" + "ab" * 32
+    tree = render_tree(
+        compose_config(
+            [
+                "kubeflow.image=registry.local:5000/ml/kfbatch:1.0",
+                f"manifests.envs.batch.image_tag={digest}",
+            ]
+        ),
+        ["batch"],
+    )
+    for rel, text in tree.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text)
+    out = subprocess.run(
+        [KUBECTL, "kustomize", str(tmp_path / "overlays" / "batch")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    built = [d for d in yaml.safe_load_all(out.stdout) if d]
+    images = {
+        r["spec"]["trainer"]["image"]
+        if r["kind"] == "TrainJob"
+        else r["spec"]["template"]["spec"]["containers"][0]["image"]
+        for r in built
+        if r["kind"] in ("TrainJob", "Job")
+    }
+    assert images == {f"registry.local:5000/ml/kfbatch@{digest}"}
