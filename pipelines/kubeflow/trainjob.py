@@ -65,6 +65,7 @@ __all__ = [
     "resource_requirements",
     "run_distributed",
     "run_trainjob",
+    "tolerations",
     "train_command",
 ]
 
@@ -165,7 +166,8 @@ def container_security_context() -> dict[str, Any]:
     }
 
 
-def _tolerations(resources: Resources) -> list[dict[str, str]]:
+def tolerations(resources: Resources) -> list[dict[str, str]]:
+    """The step's tolerations as Kubernetes writes them (unset fields left out)."""
     out = []
     for t in resources.tolerations:
         item = {"key": t.key, "operator": t.operator}
@@ -257,7 +259,7 @@ def build_trainjob(
     if resources.node_selector:
         pod_spec["nodeSelector"] = dict(resources.node_selector)
     if resources.tolerations:
-        pod_spec["tolerations"] = _tolerations(resources)
+        pod_spec["tolerations"] = tolerations(resources)
     if service_account:
         pod_spec["serviceAccountName"] = service_account
     spec: dict[str, Any] = {
@@ -345,7 +347,7 @@ def build_pytorchjob(
     if resources.node_selector:
         pod_spec["nodeSelector"] = dict(resources.node_selector)
     if resources.tolerations:
-        pod_spec["tolerations"] = _tolerations(resources)
+        pod_spec["tolerations"] = tolerations(resources)
     if service_account:
         pod_spec["serviceAccountName"] = service_account
 

@@ -37,7 +37,7 @@ import yaml
 
 from pipelines.config.compose import ComposedConfig
 from pipelines.config.schema import Config, ManifestEnv, PvcMount, ResourceSpec
-from pipelines.dag import Dag, Resources, Step, build_dag
+from pipelines.dag import Dag, Ref, Resources, Step, build_dag
 from pipelines.errors import ConfigError
 from pipelines.kubeflow.trainjob import (
     KUEUE_QUEUE_LABEL,
@@ -46,6 +46,7 @@ from pipelines.kubeflow.trainjob import (
     container_security_context,
     pod_security_context,
     resource_requirements,
+    tolerations,
     train_command,
 )
 
@@ -447,7 +448,7 @@ class _Plan:
         inputs = {
             name: self._paths(ref.step, ref.output)
             for name, ref in step.inputs.items()
-            if hasattr(ref, "step")
+            if isinstance(ref, Ref)
         }
         outputs = {name: self._paths(step.name, name) for name in step.outputs}
         stage = f"{self.config.kubeflow.checkpoint_mount}/{self.name}"
@@ -475,7 +476,7 @@ class _Plan:
         inputs = {
             name: self._paths(ref.step, ref.output)
             for name, ref in step.inputs.items()
-            if hasattr(ref, "step")
+            if isinstance(ref, Ref)
         }
         outputs = {name: f"{self._paths(step.name, name)}/shard-{{index}}" for name in step.outputs}
         params = {k: v for k, v in step.params.items() if k != step.fan_out.param}
@@ -563,7 +564,7 @@ class _Plan:
                     )
                 )
         if not standalone:
-            patches.append(self._cron_patch(env, delta))
+            patches.append(self._cron_patch(delta))
         else:
             patches.extend(self._job_patches(delta))
         body: dict[str, Any] = {
@@ -582,7 +583,7 @@ class _Plan:
             body["patches"] = patches
         return dump_yaml([body])
 
-    def _cron_patch(self, env: str, delta: ManifestEnv) -> dict[str, Any]:
+    def _cron_patch(self, delta: ManifestEnv) -> dict[str, Any]:
         """The CronJob's schedule and the overrides its ``kfbatch submit`` applies."""
         overrides = [f"kubeflow.namespace={delta.namespace}"]
         if delta.image_tag:
@@ -641,22 +642,11 @@ class _Plan:
 
 
 def _place(pod: dict[str, Any], resources: Resources) -> None:
+    """Put the step's node selector and tolerations on a pod spec."""
     if resources.node_selector:
         pod["nodeSelector"] = dict(resources.node_selector)
     if resources.tolerations:
-        pod["tolerations"] = [
-            {
-                k: v
-                for k, v in (
-                    ("effect", t.effect),
-                    ("key", t.key),
-                    ("operator", t.operator),
-                    ("value", t.value),
-                )
-                if v is not None
-            }
-            for t in resources.tolerations
-        ]
+        pod["tolerations"] = tolerations(resources)
 
 
 def _merged(base: Resources, delta: ResourceSpec) -> Resources:
