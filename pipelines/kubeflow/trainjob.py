@@ -20,7 +20,8 @@ so that ``kubectl describe`` and the pods' logs can be read (the next attempt of
 replaces it); a job that ran past the timeout, or whose task was interrupted, is deleted so
 that it stops holding nodes. The job name is derived from the run and the step, so a retried
 task (same run id) finds its job: one that already succeeded with the same spec is reused,
-one still running is followed, any other is replaced.
+one still running is followed, any other is replaced. SIGTERM (how Kubernetes stops the
+task's pod when a run is cancelled) counts as an interruption.
 
 Inside a KFP training task (``trainer.nodes > 1``) the compiler sets :data:`DISTRIBUTED_ENV`
 to :func:`distributed_settings`; the launcher then calls :func:`run_distributed`, which
@@ -37,6 +38,8 @@ import math
 import os
 import re
 import shutil
+import signal
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -497,6 +500,7 @@ def run_trainjob(
     api = api if api is not None else _default_api()
     ref = f"{kind.kind} {namespace}/{name}"
     say = _reporter(on_status)
+    previous = _sigterm_exits()  # a cancelled KFP run stops its pod with SIGTERM
     try:
         job = _create_or_adopt(api, kind, namespace, body, ref, say, sleep)
         deadline = time.monotonic() + timeout
@@ -519,11 +523,36 @@ def run_trainjob(
             if job is None:
                 raise TrainJobError(f"{ref} disappeared while running (deleted by someone?)")
     except ApiException as error:
-        raise TrainJobError(f"{ref}: the Kubernetes API answered {_api_error(error)}") from None
+        hint = {
+            403: f"; the pod's service account needs create, get and delete on {kind.plural}"
+            f".{kind.group} (kfbatch manifests renders that Role)",
+            404: f"; is {kind.kind} ({kind.api_version}) installed on this cluster?",
+        }.get(error.status, "")
+        raise TrainJobError(
+            f"{ref}: the Kubernetes API answered {_api_error(error)}{hint}"
+        ) from None
     except (KeyboardInterrupt, SystemExit):
         say(f"{ref}: interrupted; deleting it")
         _delete(api, kind, namespace, name)
         raise
+    finally:
+        _restore_sigterm(previous)
+
+
+def _sigterm_exits() -> Any:
+    """Make SIGTERM raise ``SystemExit`` (so the job is deleted); returns the old handler."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def exit_(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    return signal.signal(signal.SIGTERM, exit_)
+
+
+def _restore_sigterm(previous: Any) -> None:
+    if previous is not None:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _default_api() -> Any:

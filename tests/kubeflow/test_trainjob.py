@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -255,9 +256,48 @@ def test_an_api_refusal_is_one_clear_line() -> None:
 
         api.create_namespaced_custom_object = refuse
         with pytest.raises(
-            TrainJobError, match=r"TrainJob team-ml/\S+: the Kubernetes API answered 403 Forbidden"
+            TrainJobError,
+            match=r"TrainJob team-ml/\S+: the Kubernetes API answered 403 Forbidden; the pod's"
+            r" service account needs create, get and delete on trainjobs.trainer.kubeflow.org",
         ):
             run_trainjob(_job(), "team-ml", 30, api=api, poll_s=0)
+
+
+def test_a_cancelled_task_deletes_its_job(caplog: pytest.LogCaptureFixture) -> None:
+    """Kubernetes stops a cancelled run's pod with SIGTERM: the job must not outlive it."""
+    before = signal.getsignal(signal.SIGTERM)
+    with FakeKubernetes([[condition("Created")]]) as fake:
+        with pytest.raises(SystemExit), caplog.at_level(logging.INFO, "kfbatch.trainjob"):
+            run_trainjob(
+                _job(),
+                "team-ml",
+                30,
+                api=fake.api(),
+                poll_s=1,
+                sleep=lambda _: os.kill(os.getpid(), signal.SIGTERM),
+            )
+        assert fake.objects == {}
+        assert fake.calls()[-1][0] == "DELETE"
+    assert "interrupted; deleting it" in caplog.text
+    assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_a_missing_crd_is_named() -> None:
+    with FakeKubernetes() as fake:
+        api = fake.api()
+
+        def not_installed(*args: Any, **kwargs: Any) -> Any:
+            from kubernetes.client.exceptions import ApiException
+
+            raise ApiException(status=404, reason="Not Found")
+
+        api.create_namespaced_custom_object = not_installed
+        with pytest.raises(TrainJobError) as error:
+            run_trainjob(_job(), "team-ml", 30, api=api, poll_s=0)
+    assert str(error.value).endswith(
+        "answered 404 Not Found; is TrainJob (trainer.kubeflow.org/v1alpha1) installed on this"
+        " cluster?"
+    )
 
 
 # --------------------------------------------------------------------------- in the KFP task
