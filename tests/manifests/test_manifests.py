@@ -124,6 +124,26 @@ def test_a_gpu_multi_node_pytorchjob_variant_validates_too() -> None:
     assert worker["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
     (cron,) = yaml.safe_load_all(tree["components/kfp/cronjob.yaml"])
     assert (cron["spec"]["schedule"], cron["spec"]["suspend"]) == ("0 2 * * *", False)
+    # The training task creates its PyTorchJob with the service account's API token.
+    (account,) = yaml.safe_load_all(tree["base/serviceaccount.yaml"])
+    assert account["automountServiceAccountToken"] is True
+
+
+def test_the_submit_cronjob_gets_a_token_for_the_kfp_api_only(tree: dict[str, str]) -> None:
+    from kfp.client import KF_PIPELINES_SA_TOKEN_PATH
+
+    (cron,) = yaml.safe_load_all(tree["components/kfp/cronjob.yaml"])
+    pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "kfp-token"]
+    (source,) = volume["projected"]["sources"]
+    assert source["serviceAccountToken"]["audience"] == "pipelines.kubeflow.org"
+    (mount,) = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "kfp-token"]
+    assert f"{mount['mountPath']}/{source['serviceAccountToken']['path']}" == (
+        KF_PIPELINES_SA_TOKEN_PATH
+    )
+    (account,) = yaml.safe_load_all(tree["base/serviceaccount.yaml"])
+    assert account["automountServiceAccountToken"] is False  # trainer.nodes=1: no API calls
 
 
 def test_strict_validation_catches_a_typo() -> None:
