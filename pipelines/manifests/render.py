@@ -63,6 +63,10 @@ KFP_TOKEN_DIR = "/var/run/secrets/kubeflow/pipelines"
 #: A valid schedule for a CronJob that is suspended because no cron is configured.
 _SUSPENDED_CRON = "0 0 1 1 *"
 _MANAGED_BY = {"app.kubernetes.io/managed-by": "kfbatch"}
+#: The file each input of the inference step is complete with (written last by its step),
+#: which the Indexed Job's pods wait for, so the Job may be applied with the TrainJob.
+_READY = {"model": "model.json", "scoring": "_manifest.json"}
+_WAIT_SCRIPT = 'for f in "$@"; do until [ -f "$f" ]; do echo "waiting for $f"; sleep 30; done; done'
 
 
 def render_tree(composed: ComposedConfig, envs: Sequence[str] | None = None) -> dict[str, str]:
@@ -522,9 +526,20 @@ class _Plan:
                 {"mountPath": SCRATCH_MOUNT, "name": "scratch"},
             ],
         }
+        wait = {
+            "args": [_WAIT_SCRIPT, "wait-for", *(f"{inputs[k]}/{m}" for k, m in _READY.items())],
+            "command": ["sh", "-c"],
+            "image": self.config.kubeflow.image,
+            "imagePullPolicy": "Always",
+            "name": "wait-for-inputs",
+            "resources": resource_requirements(Resources(cpu=0.05, memory="64Mi")),
+            "securityContext": container_security_context(),
+            "volumeMounts": [{"mountPath": self.data_mount, "name": "data", "readOnly": True}],
+        }
         pod: dict[str, Any] = {
             "automountServiceAccountToken": False,
             "containers": [container],
+            "initContainers": [wait],
             "restartPolicy": "Never",
             "securityContext": pod_security_context(),
             "serviceAccountName": self.sa,

@@ -194,7 +194,7 @@ def test_every_container_is_limited_non_root_read_only_and_pinned(
             for pod in _pods(resource):
                 where = f"{env}: {_name(resource)}"
                 assert pod["securityContext"]["runAsNonRoot"] is True, where
-                for container in pod["containers"]:
+                for container in pod["containers"] + pod.get("initContainers", []):
                     context = container["securityContext"]
                     assert context["allowPrivilegeEscalation"] is False, where
                     assert context["readOnlyRootFilesystem"] is True, where
@@ -432,3 +432,25 @@ def test_an_environment_can_pin_a_digest_of_an_image_on_a_registry_with_a_port(
         if r["kind"] in ("TrainJob", "Job")
     }
     assert images == {f"registry.local:5000/ml/kfbatch@{digest}"}
+
+
+def test_inference_pods_wait_for_the_model_and_the_scoring_shards(
+    tree: dict[str, str], tmp_path: Path
+) -> None:
+    """Run the init container's command as the pod would: it returns once the files exist."""
+    (job,) = yaml.safe_load_all(tree["components/standalone/inference-job.yaml"])
+    (wait,) = job["spec"]["template"]["spec"]["initContainers"]
+    paths = wait["args"][2:]
+    assert paths == [
+        "/data/churn-demo/train/model/model.json",
+        "/data/churn-demo/etl/scoring/_manifest.json",
+    ]
+    local = [str(tmp_path / p.lstrip("/")) for p in paths]
+    command = [*wait["command"], *wait["args"][:2], *local]
+    with pytest.raises(subprocess.TimeoutExpired):
+        subprocess.run(command, capture_output=True, timeout=1.5, check=False)
+    for path in local:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text("{}")
+    done = subprocess.run(command, capture_output=True, text=True, timeout=10, check=False)
+    assert (done.returncode, done.stdout) == (0, "")
