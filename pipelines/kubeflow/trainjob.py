@@ -52,6 +52,7 @@ from pipelines.errors import KfbatchError
 __all__ = [
     "DISTRIBUTED_ENV",
     "KUEUE_QUEUE_LABEL",
+    "PYTORCHJOB_RENDEZVOUS",
     "TRAINJOB_CONTAINER",
     "TRAIN_ENTRY",
     "JobKind",
@@ -75,10 +76,14 @@ __all__ = [
 log = logging.getLogger("kfbatch.trainjob")
 
 #: What every training pod runs: torchrun reads the rendezvous (node count, rank, master
-#: address) from the ``PET_*`` variables that both Kubeflow Trainer's torch plugin and the
-#: training operator set, then starts ``procs_per_node`` ranks of the train component's
-#: distributed entry. The one place to point at another entry module.
+#: address) from the ``PET_*`` variables that Kubeflow Trainer's torch plugin sets (for a
+#: PyTorchJob see :data:`PYTORCHJOB_RENDEZVOUS`), then starts ``procs_per_node`` ranks of
+#: the train component's distributed entry. The one place to point at another entry module.
 TRAIN_ENTRY: tuple[str, ...] = ("torchrun", "-m", "components.train_entry")
+#: The training operator (PyTorchJob) sets ``PET_NNODES``, ``PET_NPROC_PER_NODE`` and
+#: ``PET_NODE_RANK`` but the master's address only as ``MASTER_ADDR``/``MASTER_PORT``, which
+#: torchrun does not read: the kubelet substitutes them into these arguments.
+PYTORCHJOB_RENDEZVOUS = ("--master-addr=$(MASTER_ADDR)", "--master-port=$(MASTER_PORT)")
 #: Environment variable carrying :func:`distributed_settings` into the KFP training task.
 DISTRIBUTED_ENV = "KFBATCH_DISTRIBUTED"
 #: Kueue admits a Job or TrainJob into this local queue (``runtime.queue``).
@@ -395,7 +400,11 @@ def build_training_job(
         "namespace": namespace,
         "image": kf.image,
         "command": list(TRAIN_ENTRY[:1]),
-        "args": [*TRAIN_ENTRY[1:], *args],
+        "args": [
+            *(PYTORCHJOB_RENDEZVOUS if kf.training_api == "pytorchjob" else ()),
+            *TRAIN_ENTRY[1:],
+            *args,
+        ],
         "nodes": config.trainer.nodes,
         "procs_per_node": config.trainer.procs_per_node,
         "resources": step.resources,
