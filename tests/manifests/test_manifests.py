@@ -454,3 +454,35 @@ def test_inference_pods_wait_for_the_model_and_the_scoring_shards(
         Path(path).write_text("{}")
     done = subprocess.run(command, capture_output=True, text=True, timeout=10, check=False)
     assert (done.returncode, done.stdout) == (0, "")
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            "manifests.envs.prod.namespace=kfbatch-dev",
+            "manifests.envs.prod.namespace: expected a namespace of its own (environment 'dev'"
+            " uses it), got 'kfbatch-dev'",
+        ),
+        (
+            "manifests.envs.prod.cron=0 2 * *",
+            "manifests.envs.prod.cron: expected 5 fields (minute hour day-of-month month "
+            "day-of-week), found 4, got '0 2 * *'",
+        ),
+        (
+            "manifests.envs.dev.target=argo",
+            "manifests.envs.dev.target: expected one of 'kfp', 'standalone', got 'argo'",
+        ),
+        (
+            "manifests.envs.prod.image_tag=latest version",
+            "manifests.envs.prod.image_tag: expected an image tag such as 0.1.0 or a digest "
+            "sha256:<64 hex>, got 'latest version'",
+        ),
+    ],
+)
+def test_environment_settings_are_checked_when_composing(
+    kfbatch: Callable[..., Any], override: str, message: str
+) -> None:
+    result = kfbatch("manifests", "--check", override)
+    assert result.code == 2
+    assert result.err.strip() == f"kfbatch: config error: {message} (from override '{override}')"
