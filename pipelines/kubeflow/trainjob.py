@@ -786,7 +786,7 @@ def run_distributed(
     PVC, the job's ranks write ``outputs/`` and ``metrics.json`` there (and their
     checkpoints in ``checkpoints/``, which survive a retried task: same run, same job
     name), and the outputs are copied into this task's artifact paths once the job has
-    succeeded.
+    succeeded; then the staged copies are removed (the checkpoints are kept).
 
     Args:
         settings: :func:`distributed_settings`' JSON (from :data:`DISTRIBUTED_ENV`).
@@ -814,10 +814,14 @@ def run_distributed(
     run_trainjob(manifest, namespace, decoded["timeout_s"] or timeout_s, api=api, poll_s=poll_s)
     for key, path in staged_out.items():
         _copy(path, outputs[key])
+    results: dict[str, Any] = {}
     if os.path.isfile(metrics_path):
         with open(metrics_path, encoding="utf-8") as f:
-            return dict(json.load(f))
-    return {}
+            results = dict(json.load(f))
+    # The copies are in the task's artifacts now; the checkpoints stay for a warm start.
+    for folder in ("inputs", "outputs"):
+        _remove(os.path.join(stage, folder))
+    return results
 
 
 def _finish(

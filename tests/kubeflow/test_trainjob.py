@@ -393,6 +393,7 @@ def test_run_distributed_stages_inputs_runs_the_job_and_returns_its_outputs(
     stage = tmp_path / "mnt" / "kfbatch-jobs" / job["metadata"]["name"]
     assert env["KFBATCH_CHECKPOINT_DIR"] == os.fspath(stage / "checkpoints")
     assert env["KFBATCH_RUN_ID"] == "run-7"
+    assert sorted(p.name for p in stage.iterdir()) == ["metrics.json"]  # staged copies gone
 
 
 def test_the_launcher_trains_through_a_job_when_the_compiler_says_so(
