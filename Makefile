@@ -49,3 +49,25 @@ image:
 		echo "make image: no Docker daemon here, so no image was built (tests/kubeflow/test_image.py runs the compiled tasks from the wheel instead)" >&2; \
 		exit 1; \
 	fi
+
+## make manifests: render the GitOps tree (manifests/); make manifests-check: fail when stale
+.PHONY: manifests manifests-check checkov
+manifests: $(INSTALLED)
+	$(BIN)/kfbatch manifests $(ARGS)
+
+manifests-check: $(INSTALLED)
+	$(BIN)/kfbatch manifests --check $(ARGS)
+
+## make checkov: security scan of every built overlay. checkov pins many dependencies of its
+## own, so it gets its own virtual environment (.venv-checkov), installed from the package index.
+CHECKOV_VENV ?= .venv-checkov
+$(CHECKOV_VENV)/bin/checkov:
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet "checkov>=3.2,<4"
+
+checkov: $(CHECKOV_VENV)/bin/checkov
+	@rm -rf build/overlays && mkdir -p build/overlays
+	@for overlay in manifests/overlays/*/; do \
+		kubectl kustomize $$overlay > build/overlays/$$(basename $$overlay).yaml || exit 1; \
+	done
+	$(CHECKOV_VENV)/bin/checkov --config-file tests/manifests/checkov.yaml -d build/overlays

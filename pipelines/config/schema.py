@@ -26,6 +26,8 @@ __all__ = [
     "FeaturesConfig",
     "InferenceConfig",
     "KubeflowConfig",
+    "ManifestEnv",
+    "ManifestsConfig",
     "PvcMount",
     "ResourceSpec",
     "ResourcesConfig",
@@ -201,6 +203,9 @@ class RuntimeConfig:
     step_timeout_s: float = knob(0.0, ge=0.0, expected="seconds >= 0 (0 = no limit)")
     cpus: float = knob(0.0, ge=0.0, expected="a CPU count >= 0 (0 = all cores)")
     max_parallel: int = knob(0, ge=0, expected="a step count >= 0 (0 = from CPU requests)")
+    queue: str | None = knob(
+        None, pattern=NAME_PATTERN, expected="a Kueue LocalQueue name (a DNS-1123 label)"
+    )
 
 
 @dataclass
@@ -222,7 +227,8 @@ class KubeflowConfig:
     experiment: str = "${name}"
     image: str = knob(
         "ghcr.io/kfbatch/kfbatch:0.1.0",
-        pattern=r"^[^\s:@]+(:[\w.-]+)?(@sha256:[0-9a-f]{64})?$",
+        # [registry[:port]/]path[:tag][@sha256:digest]: a port is not a tag.
+        pattern=r"^([^\s/@]+/)*[^\s:/@]+(:[\w][\w.-]{0,127})?(@sha256:[0-9a-f]{64})?$",
         expected="a container image reference with a tag or digest",
     )
     token_env: str = knob("KFP_TOKEN", expected="the name of an environment variable")
@@ -247,6 +253,39 @@ class ScheduleConfig:
 
 
 @dataclass
+class ManifestEnv:
+    """One deployment environment of ``kfbatch manifests``: what its overlay patches."""
+
+    namespace: str = knob(MISSING, pattern=NAME_PATTERN, expected="a Kubernetes namespace")
+    # kfp: Pipeline, PipelineVersion and a submit CronJob; standalone (clusters without
+    # Kubeflow Pipelines): a TrainJob or PyTorchJob and an Indexed inference Job.
+    target: str = knob("kfp", choices=("kfp", "standalone"))
+    image_tag: str | None = knob(
+        None,
+        pattern=r"^([\w][\w.-]{0,127}|sha256:[0-9a-f]{64})$",
+        expected="an image tag such as 0.1.0 or a digest sha256:<64 hex>",
+    )
+    cron: str | None = None  # standard 5-field cron; null keeps schedule.cron
+    storage_class: str | None = None
+    queue: str | None = knob(None, pattern=NAME_PATTERN, expected="a Kueue LocalQueue name")
+    resources: StepResources = field(default_factory=StepResources)
+
+
+@dataclass
+class ManifestsConfig:
+    """The GitOps tree: where it is written, its volumes, and the environments' overlays."""
+
+    dir: str = "manifests"
+    data_size: str = knob("10Gi", pattern=MEMORY_PATTERN, expected="a storage quantity")
+    checkpoint_size: str = knob("20Gi", pattern=MEMORY_PATTERN, expected="a storage quantity")
+    access_mode: str = knob("ReadWriteMany", choices=("ReadWriteOnce", "ReadWriteMany"))
+    submitter: ResourceSpec = field(
+        default_factory=lambda: ResourceSpec(cpu=0.25, memory="512Mi", gpu=0)
+    )
+    envs: dict[str, ManifestEnv] = knob({})
+
+
+@dataclass
 class Config:
     """The root of the composed config: one field per group plus top-level knobs."""
 
@@ -264,6 +303,7 @@ class Config:
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     kubeflow: KubeflowConfig = field(default_factory=KubeflowConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    manifests: ManifestsConfig = field(default_factory=ManifestsConfig)
 
 
 def register_schema() -> None:

@@ -50,6 +50,27 @@ def validate(container: Mapping[str, Any]) -> None:
     _check_secrets(container["kubeflow"]["secrets"])
     if container["schedule"]["cron"]:
         to_kfp_cron(container["schedule"]["cron"])
+    _check_envs(container["manifests"]["envs"])
+
+
+def _check_envs(envs: Mapping[str, Any]) -> None:
+    """Each GitOps environment has its own namespace and a valid cron."""
+    seen: dict[str, str] = {}
+    for env, spec in envs.items():
+        if spec["namespace"] in seen:
+            raise ConfigError(
+                f"manifests.envs.{env}.namespace",
+                f"a namespace of its own (environment {seen[spec['namespace']]!r} uses it)",
+                spec["namespace"],
+            )
+        seen[spec["namespace"]] = env
+        if spec["cron"]:
+            try:
+                to_kfp_cron(spec["cron"])
+            except ConfigError as error:
+                raise ConfigError(
+                    f"manifests.envs.{env}.cron", error.expected, error.given
+                ) from None
 
 
 @functools.cache

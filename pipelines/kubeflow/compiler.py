@@ -23,6 +23,9 @@ through the in-pod launcher (:mod:`pipelines.kubeflow.launch`):
   ``runtime.retries`` and ``runtime.retry_backoff_s``), caching (``kubeflow.caching`` and
   the step's ``cache``), a timeout (``runtime.step_timeout_s``, as the pod's
   ``activeDeadlineSeconds``) and the step name as display name;
+- with ``trainer.nodes > 1`` the training task gets ``KFBATCH_DISTRIBUTED``: the in-pod
+  launcher then creates and watches a Kubeflow Trainer ``TrainJob`` (or ``PyTorchJob``)
+  instead of training in the task's pod (:mod:`pipelines.kubeflow.trainjob`);
 - the DAG's final outputs (those no step reads) become the pipeline's outputs.
 
 Component style: **lightweight Python components with the project image as base image and
@@ -73,6 +76,7 @@ from pipelines.dag import RUN_ID, Dag, Ref, Step, Uri, build_dag, memory_bytes
 from pipelines.errors import KfbatchError
 from pipelines.kubeflow.launch import RUN_ID_TOKEN
 from pipelines.kubeflow.tasks import CHECKPOINTING, DECLARATIONS
+from pipelines.kubeflow.trainjob import DISTRIBUTED_ENV, distributed_settings
 
 __all__ = ["compile_pipeline", "write_pipeline"]
 
@@ -85,11 +89,18 @@ DEFAULT_ACCELERATOR = "nvidia.com/gpu"
 _KFP_MEMORY = re.compile(r"^[0-9]+(E|Ei|P|Pi|T|Ti|G|Gi|M|Mi|K|Ki)?$")
 
 
-def compile_pipeline(composed: ComposedConfig) -> str:
+def compile_pipeline(
+    composed: ComposedConfig,
+    *,
+    kubernetes_manifest: compiler.KubernetesManifestOptions | None = None,
+) -> str:
     """Compile the config's pipeline to KFP v2 IR YAML text (same config, same bytes).
 
     The text holds two YAML documents: the pipeline spec and, when any step has node
     selectors, tolerations, PVCs, secrets or a timeout, the Kubernetes platform spec.
+    With ``kubernetes_manifest`` it holds instead kfp's Kubernetes-native form: a
+    ``Pipeline`` (when the options ask for it) and a ``PipelineVersion`` resource
+    (``pipelines.kubeflow.org/v2beta1``) carrying both specs.
 
     Raises:
         ConfigError: a ``kubeflow`` setting cannot be expressed (e.g. a malformed secret).
@@ -98,7 +109,12 @@ def compile_pipeline(composed: ComposedConfig) -> str:
     pipeline = _build_pipeline(composed.config)
     with tempfile.TemporaryDirectory(prefix="kfbatch-compile-") as tmp:
         path = os.path.join(tmp, "pipeline.yaml")
-        compiler.Compiler().compile(pipeline, path)
+        compiler.Compiler().compile(
+            pipeline,
+            path,
+            kubernetes_manifest_options=kubernetes_manifest,
+            kubernetes_manifest_format=kubernetes_manifest is not None,
+        )
         with open(path, encoding="utf-8") as f:
             return f.read()
 
@@ -262,6 +278,8 @@ def _configure(task: Any, step: Step, config: Config) -> None:
     checkpoints = step.component in CHECKPOINTING and kf.checkpoint_pvc
     if checkpoints:
         task.set_env_variable(CHECKPOINT_DIR_ENV, kf.checkpoint_mount)
+    if step.component in CHECKPOINTING and config.trainer.nodes > 1:
+        task.set_env_variable(DISTRIBUTED_ENV, distributed_settings(config, step))
     for key, value in resources.node_selector:
         kubernetes.add_node_selector(task, label_key=key, label_value=value)
     for toleration in resources.tolerations:

@@ -13,10 +13,13 @@ does what the local runner's worker does, against KFP artifacts instead of cache
   :data:`pipelines.dag.RUN_ID`) with the KFP run id;
 - limits compute threads to the pod's CPU quota and, where the step has a run id, sets
   ``KFBATCH_RUN_ID`` as the local worker does (the compiler sets ``KFBATCH_STEP``);
-- calls ``module:function`` (the DAG step's component) and turns what it returns and writes
-  into what the Kubeflow UI shows: scalar metrics on a ``Metrics`` artifact, model metadata
-  (version, framework) on ``Model`` artifacts, and for evaluation a confusion matrix (and a
-  ROC curve when the evaluation writes one) on ``ClassificationMetrics`` and a Markdown
+- calls ``module:function`` (the DAG step's component) — or, when the compiler set
+  ``KFBATCH_DISTRIBUTED`` (``trainer.nodes > 1``), runs it as a multi-node Kubeflow Trainer
+  job through :func:`pipelines.kubeflow.trainjob.run_distributed` — and turns what it
+  returns and writes into what the Kubeflow UI shows: scalar metrics on a ``Metrics``
+  artifact, model metadata (version, framework) on ``Model`` artifacts, and for evaluation
+  a confusion matrix (and a ROC curve when the evaluation writes one) on
+  ``ClassificationMetrics`` and a Markdown
   report carrying the ``display_name`` custom property the UI needs to render it.
 
 It imports nothing heavy itself: the component pulls in torch or pyarrow when it needs them.
@@ -36,6 +39,7 @@ from typing import Any
 from kfp.dsl import Artifact, ClassificationMetrics, Markdown, Metrics, Model
 
 from pipelines.execution import limit_threads, load_component, substitute
+from pipelines.kubeflow.trainjob import DISTRIBUTED_ENV
 
 __all__ = [
     "RUN_ID_TOKEN",
@@ -100,9 +104,21 @@ def launch(
         os.environ["KFBATCH_RUN_ID"] = run_id
     threads = _cpu_quota()
     log.info("%s: inputs %s, outputs %s, threads %s", component, paths_in, paths_out, threads)
-    function = load_component(component)
-    limit_threads(threads)
-    results = dict(function(paths_in, resolved, paths_out) or {})
+    if distributed := os.environ.get(DISTRIBUTED_ENV):  # trainer.nodes > 1: a TrainJob trains
+        from pipelines.kubeflow.trainjob import run_distributed
+
+        results = run_distributed(
+            distributed,
+            component=component,
+            params=resolved,
+            inputs=paths_in,
+            outputs=paths_out,
+            run_id=run_id or os.environ.get("KFBATCH_RUN_ID", ""),
+        )
+    else:
+        function = load_component(component)
+        limit_threads(threads)
+        results = dict(function(paths_in, resolved, paths_out) or {})
     log_scalars(metrics, results)
     for artifact in outputs.values():
         if isinstance(artifact, Model):

@@ -1,0 +1,1 @@
+"""Tests of the GitOps manifests and of the CRD-validated custom resources."""
