@@ -238,7 +238,6 @@ def main(argv: list[str] | None = None) -> None:
         tensors = torch.randn(min(FORWARD_ROWS, args.rows), FEATURES, generator=gen)
         batches = list(torch.split(tensors, batch_size))
         e2e, forward, forward_threads, forward_procs, per_row, peaks = [], [], [], [], [], []
-        rows = min(FORWARD_ROWS, args.rows)
         for repeat in range(args.repeats):
             out = tmp / f"out-{repeat}"
             forward_first = repeat % 2 == 1

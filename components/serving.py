@@ -108,7 +108,7 @@ def choose_batch_size(
         batches[size] = (sample.repeat(reps, 1) if reps > 1 else sample)[:size].contiguous()
     rates: dict[int, float] = dict.fromkeys(fitting, 0.0)
     with torch.inference_mode():
-        for size, batch in batches.items():
+        for batch in batches.values():
             model(batch)  # warm-up: first calls allocate and pick kernels
         # Interleaved rounds, best of each: a neighbour's burst of load slows one round of
         # every candidate rather than all rounds of one.

@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from pipelines.cli import history, kubeflow, local
+from pipelines.cli import history, kubeflow, local, predictions
 from pipelines.cli.common import EXIT_CONFIG, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 
 __all__ = ["main"]
@@ -61,6 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     local.register(commands)
     kubeflow.register(commands)
     history.register(commands)
+    predictions.register(commands)
     return parser
 
 
