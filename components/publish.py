@@ -70,7 +70,7 @@ def run(
     for name in sorted(files):
         _link_or_copy(files[name], os.path.join(out_dir, name))
     total = sum(rows.values())
-    published_at = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    published_at = dt.datetime.now(dt.UTC)
     model_version = next(iter(versions), None)
     manifest = {
         "rows": total,

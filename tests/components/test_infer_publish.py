@@ -245,3 +245,46 @@ def test_infer_needs_an_id_column(pipeline: Pipeline, tmp_path: Path) -> None:
         f"scoring set {scoring} has no id column, so predictions cannot be keyed; "
         "re-run etl with id_column set"
     )
+
+
+def test_publish_writes_versions_with_retention_and_loads_the_store(
+    pipeline: Pipeline, shard_predictions: list[Path], tmp_path: Path
+) -> None:
+    destination, url = tmp_path / "published", f"sqlite:///{tmp_path}/store.db"
+    params = {"destination": str(destination), "partition_by": "run_id", "retention": 2}
+    for run_id in ("run-a", "run-b", "run-c"):
+        metrics = publish.run(
+            {"predictions": [str(p) for p in shard_predictions], "scoring": str(pipeline.scoring)},
+            params | {"run_id": run_id, "store_url": url},
+            {"predictions": str(tmp_path / f"out-{run_id}")},
+        )
+        assert metrics == {"rows": 4000, "files": SHARDS, "stored": 4000}
+    assert sorted(p.name for p in destination.iterdir()) == ["run_id=run-b", "run_id=run-c"]
+    manifest = json.loads((destination / "run_id=run-c" / "_manifest.json").read_text())
+    assert manifest["rows"] == 4000 and manifest["run_ids"] == ["run-1"]
+    output = json.loads((tmp_path / "out-run-c" / "_manifest.json").read_text())
+    assert output["published_to"] == str(destination / "run_id=run-c")
+    parts = sorted((destination / "run_id=run-c").glob("part-*.parquet"))
+    assert sum(pq.read_metadata(p).num_rows for p in parts) == 4000
+
+    from components.lookup import LookupStore
+
+    first = pq.read_table(shard_predictions[0] / "part-00000.parquet").slice(0, 1).to_pylist()[0]
+    store = LookupStore(url)
+    (row,) = store.get(first["id"])
+    store.close()
+    assert row["score"] == pytest.approx(first["score"])
+    assert row["model_version"] == first["model_version"]
+    assert row["run_id"] == "run-1"  # the run that scored it
+
+
+def test_publish_by_run_id_needs_a_run_id(
+    pipeline: Pipeline, shard_predictions: list[Path], tmp_path: Path
+) -> None:
+    with pytest.raises(DataError, match=r"publish.partition_by=run_id needs the run id"):
+        publish.run(
+            {"predictions": [str(p) for p in shard_predictions], "scoring": str(pipeline.scoring)},
+            {"destination": str(tmp_path / "d"), "partition_by": "run_id"},
+            {"predictions": str(tmp_path / "out")},
+        )
+    assert not (tmp_path / "out" / "_manifest.json").exists()
