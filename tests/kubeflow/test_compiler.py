@@ -102,7 +102,8 @@ def test_run_id_placeholder_becomes_the_kfp_job_id(gpu: Compiled) -> None:
     assert RUN_ID_TOKEN in infer["params"]["runtimeValue"]["constant"]
     # Argo would try to resolve any other {{...}} as one of its own variables.
     assert "{{kfbatch" not in gpu.text
-    for step in ("datagen", "etl", "train", "evaluate", "publish"):
+    assert gpu.task("publish")["inputs"]["parameters"]["run_id"] == infer["run_id"]
+    for step in ("datagen", "etl", "train", "evaluate"):
         assert "run_id" not in gpu.task(step)["inputs"]["parameters"]
 
 
