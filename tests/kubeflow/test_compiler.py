@@ -211,6 +211,24 @@ def test_external_data_is_a_pipeline_parameter() -> None:
     assert "datagen" not in compiled.spec["root"]["dag"]["tasks"]
 
 
+def test_scoring_only_pipeline_takes_model_and_data_as_parameters() -> None:
+    compiled = compile_config(
+        "stages=[infer]", "inference.model_uri=gs://m/model", "inference.data_uri=gs://d/new"
+    )
+    parameters = compiled.spec["root"]["inputDefinitions"]["parameters"]
+    assert {name: p["defaultValue"] for name, p in parameters.items()} == {
+        "infer_model_uri": "gs://m/model",
+        "infer_scoring_uri": "gs://d/new",
+        "publish_scoring_uri": "gs://d/new",
+    }
+    infer = compiled.task("infer")["inputs"]["parameters"]
+    # inside the fan-out's loop, kfp passes pipeline parameters through as channels
+    assert infer["model_uri"] == {"componentInputParameter": "pipelinechannel--infer_model_uri"}
+    assert infer["scoring_uri"] == {"componentInputParameter": "pipelinechannel--infer_scoring_uri"}
+    publish = compiled.task("publish")["inputs"]["parameters"]
+    assert publish["scoring_uri"] == {"componentInputParameter": "publish_scoring_uri"}
+
+
 def test_pipeline_root_from_config() -> None:
     compiled = compile_config("kubeflow.pipeline_root=s3://bucket/kfbatch")
     assert compiled.spec["defaultPipelineRoot"] == "s3://bucket/kfbatch"
