@@ -8,17 +8,24 @@ Setup: ``--rows`` (default 2,000,000) generated rows of 64 float features and an
 written to one Parquet file in row groups of 131,072 rows, and a model artifact holding the
 PERF-NOTES MLP (64 -> 256 -> 256 -> 256 -> 2, eval mode).
 
-Measured in the same run, medians over ``--repeats``, alternating the order:
+Measured in the same run, ``--repeats`` times (the JSON figures are medians of per-repeat
+ratios, so that load from other processes drifting between repeats cancels out):
 
 1. ``auto``: the batch size ``inference.batch_size: auto`` picks on this machine (the
-   component's own search on a 4,096-row sample under a 256 MiB activation cap).
-2. ``e2e``: ``components.infer.run`` over ``--shards`` shards, one after the other, Parquet
-   in to Parquet out, at the auto batch size, in a fresh child process (whose peak RSS is
-   reported); its wall time covers loading the model and every shard's work.
-3. ``forward``: the same model on pre-made tensors at the same batch size (500,000 rows of
-   tensors made before timing): the ceiling e2e is compared with.
-4. ``per_row``: one model call per row on pre-made tensors, timed on 20,000 rows and
-   extrapolated to ``--rows``.
+   component's own search on a 4,096-row sample under a 256 MiB activation cap, one torch
+   thread as in each shard).
+2. ``e2e``: the inference fan-out as the local runner lays it out with
+   ``resources.steps.infer.cpu=1`` and ``inference.parallelism=--shards``: one process per
+   shard, all at once, each running ``components.infer.run`` (one torch thread) Parquet in
+   to Parquet out at the auto batch size; rows/s over the wall time from the first shard's
+   start to the last one's end (model loading, checks, commit markers included; the
+   interpreter's start-up excluded); the largest peak RSS of a shard process.
+3. ``forward``: the same model on pre-made tensors at the same batch size, the ceiling e2e
+   is compared with: the faster of one process with all torch threads (200,000 rows) and
+   ``--shards`` processes of one thread each over ``--rows`` rows (run right before and
+   right after e2e, averaged).
+4. ``per_row``: one model call per row on pre-made tensors (the faster of one and all torch
+   threads), timed on 20,000 rows and extrapolated.
 
 Output: a table, then, as the last line, one JSON object.
 """
@@ -49,7 +56,7 @@ from components.serving import choose_batch_size
 FEATURES = 64
 MODEL = {"_target_": "components.models.MLP", "hidden": [256, 256, 256], "output_dim": 2}
 ROW_GROUP = 131_072
-FORWARD_ROWS = 500_000
+FORWARD_ROWS = 200_000
 PER_ROW_ROWS = 20_000
 MEMORY_CAP_MB = 256
 START_DELAY_S = 5.0
@@ -238,33 +245,31 @@ def main(argv: list[str] | None = None) -> None:
         tensors = torch.randn(min(FORWARD_ROWS, args.rows), FEATURES, generator=gen)
         batches = list(torch.split(tensors, batch_size))
         e2e, forward, forward_threads, forward_procs, per_row, peaks = [], [], [], [], [], []
+        ratios, speedups = [], []
         for repeat in range(args.repeats):
             out = tmp / f"out-{repeat}"
-            forward_first = repeat % 2 == 1
-            if forward_first:
-                forward_threads.append(forward_rate(model, batches))
-                forward_procs.append(
-                    run_forward_processes(model_dir, args.shards, args.rows, batch_size)
-                )
+            # Pure forward right before and right after e2e, so that a neighbour's load
+            # drifting during the repeat weighs on both sides of the ratio alike.
+            before = run_forward_processes(model_dir, args.shards, args.rows, batch_size)
             result = run_e2e(model_dir, data, out, args.shards, batch_size)
+            after = run_forward_processes(model_dir, args.shards, args.rows, batch_size)
             assert result["rows"] == args.rows, result
             e2e.append(result["rows_per_s"])
             peaks.append(result["peak_rss_mb"])
-            if not forward_first:
-                forward_threads.append(forward_rate(model, batches))
-                forward_procs.append(
-                    run_forward_processes(model_dir, args.shards, args.rows, batch_size)
-                )
+            forward_procs.append((before + after) / 2)
+            forward_threads.append(forward_rate(model, batches))
             # the ceiling: the faster way to run pure forward on this machine, this repeat
             forward.append(max(forward_threads[-1], forward_procs[-1]))
             per_row.append(per_row_rate(model, tensors[:PER_ROW_ROWS]))
+            ratios.append(e2e[-1] / forward[-1])
+            speedups.append(e2e[-1] / per_row[-1])
         written = sum(pq.ParquetFile(p).metadata.num_rows for p in sorted(out.glob("*.parquet")))
         assert written == args.rows, written
-    e2e_rate, forward_rate_, per_row_ = (statistics.median(x) for x in (e2e, forward, per_row))
+    per_row_ = statistics.median(per_row)
     summary = {
         "bench": "infer",
-        "e2e_vs_forward": round(e2e_rate / forward_rate_, 3),
-        "speedup_vs_per_row": round(e2e_rate / per_row_, 1),
+        "e2e_vs_forward": round(statistics.median(ratios), 3),
+        "speedup_vs_per_row": round(statistics.median(speedups), 1),
         "peak_rss_mb": round(max(peaks), 1),
         "auto_batch_size": batch_size,
     }
@@ -281,6 +286,8 @@ def main(argv: list[str] | None = None) -> None:
         runs = ", ".join(f"{v:,.0f}" for v in values)
         print(f"{label:<34}{statistics.median(values):>18,.0f}{runs:>40}")
     print(f"per-row time for {args.rows:,} rows: {args.rows / per_row_:.1f} s (extrapolated)")
+    print("e2e / forward per repeat: " + ", ".join(f"{r:.3f}" for r in ratios))
+    print("e2e / per-row per repeat: " + ", ".join(f"{r:.1f}" for r in speedups))
     print(json.dumps(summary))
 
 

@@ -149,7 +149,7 @@ def run(
             "inference.batch_size accordingly"
         )
 
-    id_type = _id_type(plan, shard, spec, plan.id_column)
+    id_type = _id_type(plan, plan.id_column)
     schema = predictions_schema(id_type, task, len(classes))
     constants = _Constants(schema, meta["version"], str(params.get("run_id", "")), classes)
     scorer = _Scorer(model, task, float(params.get("threshold", 0.5)), batch_size, device)
@@ -248,8 +248,11 @@ def _sample(plan: ScoringPlan, shard: int, columns: list[str], spec: FeatureSpec
     return torch.from_numpy(spec.transform(batch))
 
 
-def _id_type(plan: ScoringPlan, shard: int, spec: FeatureSpec, id_column: str) -> pa.DataType:
-    batch = next(read_batches(plan.shards[shard], [id_column], 1), None)
+def _id_type(plan: ScoringPlan, id_column: str) -> pa.DataType:
+    """The id column's type, from the first input unit of any shard (so that an empty shard
+    writes the same schema as the others)."""
+    units = tuple(unit for shard in plan.shards for unit in shard)[:1]
+    batch = next(read_batches(units, [id_column], 1), None)
     return pa.string() if batch is None else batch.schema.field(id_column).type
 
 

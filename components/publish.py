@@ -184,8 +184,10 @@ def _check_ids_and_versions(files: dict[str, str]) -> tuple[set[str], set[str]]:
         ids.append(table["id"])
         versions.update(pc.unique(table["model_version"].cast(pa.string())).to_pylist())
         run_ids.update(pc.unique(table["run_id"].cast(pa.string())).to_pylist())
-    every = pa.chunked_array([chunk for column in ids for chunk in column.chunks])
-    if ids and pc.count_distinct(every).as_py() != len(every):
+    every = pa.chunked_array(
+        [chunk for column in ids for chunk in column.chunks], ids[0].type if ids else pa.string()
+    )
+    if pc.count_distinct(every).as_py() != len(every):
         raise DataError(
             "the same id has predictions in more than one shard; expected one prediction per "
             "id: de-duplicate the ids of the data to score"
