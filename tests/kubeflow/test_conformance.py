@@ -45,6 +45,8 @@ TINY = [
     "trainer.epochs=3",
     "runtime.retries=0",
     "runtime.step_timeout_s=300",
+    "publish.destination=null",  # no versioned copy or lookup store: kfp.local has no run
+    "publish.store_url=null",  # folder to put them in; tests/components cover both
     "kubeflow.checkpoint_pvc=train-checkpoints",
     "+kubeflow.secrets={AWS_ACCESS_KEY_ID: s3-creds/access_key}",
 ]
@@ -118,19 +120,19 @@ def _assert_close(actual: dict[str, Any], expected: dict[str, Any]) -> None:
 
 
 def _predictions(path: Path | str) -> pa.Table:
-    return ds.dataset(str(path), format="parquet").to_table().sort_by("customer_id")
+    return ds.dataset(str(path), format="parquet").to_table().sort_by("id")
 
 
 def test_predictions_match_row_for_row(local_run: RunResult, kfp_run: KfpRun) -> None:
     ours = _predictions(local_run.output("publish", "predictions"))
     theirs = _predictions(kfp_run.outputs["publish_predictions"].path)
     assert ours.num_rows == theirs.num_rows == 2000
-    assert ours["customer_id"].to_pylist() == theirs["customer_id"].to_pylist()
+    assert ours["id"].to_pylist() == theirs["id"].to_pylist()
     np.testing.assert_allclose(
         theirs["score"].to_numpy(), ours["score"].to_numpy(), rtol=0, atol=1e-6
     )
     assert ours["label"].to_pylist() == theirs["label"].to_pylist()
-    assert set(ours["label"].to_pylist()) == {0, 1}
+    assert set(ours["label"].to_pylist()) == {"0", "1"}
     # The same weights: the model version is the digest of model.pt.
     assert set(ours["model_version"].to_pylist()) == set(theirs["model_version"].to_pylist())
     assert set(ours["run_id"].to_pylist()) == {local_run.run_id}
