@@ -33,10 +33,17 @@ from components.errors import DataError, ParamError
 from components.features import FeatureSpec
 from components.io import ParquetSink, read_json, write_json
 from components.model_artifact import load_model
-from components.scoring import ScoringPlan, plan_scoring, read_batches
+from components.scoring import (
+    ScoringPlan,
+    marker_path,
+    part_path,
+    plan_scoring,
+    read_batches,
+    sha256_file,
+)
 from components.serving import choose_batch_size, optimize_model, scores_from_logits
 
-__all__ = ["marker_path", "part_path", "predictions_schema", "run", "sha256_file"]
+__all__ = ["predictions_schema", "run"]
 
 log = logging.getLogger(__name__)
 
@@ -45,25 +52,6 @@ CHUNK_ROWS = 65_536
 #: Rows of the data to score that auto batch sizing and the optimization check use.
 SAMPLE_ROWS = 4096
 _DONE = object()
-
-
-def part_path(directory: str, shard: int) -> str:
-    """The predictions file of shard ``shard``."""
-    return os.path.join(directory, f"part-{shard:05d}.parquet")
-
-
-def marker_path(directory: str, shard: int) -> str:
-    """The commit marker of shard ``shard``, written after its predictions file."""
-    return os.path.join(directory, f"_shard-{shard:05d}.json")
-
-
-def sha256_file(path: str) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def predictions_schema(id_type: pa.DataType, task: str, classes: int) -> pa.Schema:

@@ -23,10 +23,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from components.errors import DataError
-from components.infer import marker_path, sha256_file
 from components.io import MANIFEST_FILE, atomic_path, list_parts, read_json, write_json
 from components.lookup import LookupStore
-from components.scoring import plan_scoring
+from components.scoring import marker_path, plan_scoring, sha256_file
 
 __all__ = ["run"]
 

@@ -23,7 +23,15 @@ import pyarrow.parquet as pq
 from components.errors import DataError
 from components.io import MANIFEST_FILE, read_manifest, scoring_shard_path
 
-__all__ = ["ScoringPlan", "Unit", "plan_scoring", "read_batches"]
+__all__ = [
+    "ScoringPlan",
+    "Unit",
+    "marker_path",
+    "part_path",
+    "plan_scoring",
+    "read_batches",
+    "sha256_file",
+]
 
 _SUFFIXES = (".parquet", ".csv")
 _EDGE_BYTES = 1 << 16
@@ -78,6 +86,25 @@ class ScoringPlan:
                 f.seek(max(size - _EDGE_BYTES, 0))
                 digest.update(f.read(_EDGE_BYTES))
         return digest.hexdigest()
+
+
+def part_path(directory: str, shard: int) -> str:
+    """The predictions file of shard ``shard``."""
+    return os.path.join(directory, f"part-{shard:05d}.parquet")
+
+
+def marker_path(directory: str, shard: int) -> str:
+    """The commit marker of shard ``shard``, written after its predictions file."""
+    return os.path.join(directory, f"_shard-{shard:05d}.json")
+
+
+def sha256_file(path: str) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def plan_scoring(source: str, shards: int, id_column: str | None) -> ScoringPlan:

@@ -15,6 +15,7 @@ import pytest
 
 from components import infer, publish
 from components.errors import DataError
+from components.scoring import sha256_file
 
 from .helpers import Pipeline
 
@@ -50,7 +51,7 @@ def _rewrite(source: Path, directory: Path, column: str, values: list[Any]) -> P
         table.set_column(index, field, pa.array(values, field.type)), directory / part.name
     )
     committed = json.loads(marker.read_text())
-    committed["sha256"] = infer.sha256_file(str(directory / part.name))
+    committed["sha256"] = sha256_file(str(directory / part.name))
     (directory / marker.name).write_text(json.dumps(committed))
     return directory
 
