@@ -54,15 +54,15 @@ SAMPLE_ROWS = 4096
 _DONE = object()
 
 
-def predictions_schema(id_type: pa.DataType, task: str, classes: int) -> pa.Schema:
-    """Columns of a predictions file.
+def predictions_schema(id_column: str, id_type: pa.DataType, task: str, classes: int) -> pa.Schema:
+    """Columns of a predictions file: the id column keeps its name and type.
 
     ``score`` is the positive-class probability (binary), the top class's probability
     (multiclass, with every class's in ``probabilities``) or the prediction (regression,
     whose ``label`` is null). Constant columns are dictionary-encoded: they cost nothing.
     """
     label = pa.dictionary(pa.int8(), pa.string())
-    fields = [pa.field("id", id_type), pa.field("score", pa.float32())]
+    fields = [pa.field(id_column, id_type), pa.field("score", pa.float32())]
     if task == "multiclass":
         fields.append(pa.field("probabilities", pa.list_(pa.float32(), classes)))
     return pa.schema(
@@ -138,7 +138,7 @@ def run(
         )
 
     id_type = _id_type(plan, plan.id_column)
-    schema = predictions_schema(id_type, task, len(classes))
+    schema = predictions_schema(plan.id_column, id_type, task, len(classes))
     constants = _Constants(schema, meta["version"], str(params.get("run_id", "")), classes)
     scorer = _Scorer(model, task, float(params.get("threshold", 0.5)), batch_size, device)
     path = part_path(out_dir, shard)
@@ -166,6 +166,7 @@ def run(
             "sha256": sha256_file(path),
             "inputs": fingerprint,
             "model_version": meta["version"],
+            "id_column": plan.id_column,
             "run_id": constants.run_id,
             "batch_size": batch_size,
         },

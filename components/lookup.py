@@ -77,12 +77,14 @@ class LookupStore:
         model_version: str,
         run_id: str,
         published_at: dt.datetime,
+        id_column: str = "id",
         chunk_rows: int = 10_000,
     ) -> int:
         """Insert or update predictions keyed by (id, model version); return rows loaded.
 
-        ``batches`` have the columns of a predictions file; all rows and the version record
-        are written in one transaction, so readers see all of a version or none of it.
+        ``batches`` have the columns of a predictions file, ids in ``id_column``; all rows
+        and the version record are written in one transaction, so readers see all of a
+        version or none of it.
         """
         insert = self._insert(PREDICTIONS)
         statement = insert.on_conflict_do_update(
@@ -92,7 +94,7 @@ class LookupStore:
         rows = 0
         with self.engine.begin() as connection:
             for batch in batches:
-                records = _records(batch)
+                records = _records(batch, id_column)
                 for start in range(0, len(records), chunk_rows):
                     connection.execute(statement, records[start : start + chunk_rows])
                 rows += len(records)
@@ -163,9 +165,9 @@ class LookupStore:
         )
 
 
-def _records(batch: pa.RecordBatch) -> list[dict[str, Any]]:
+def _records(batch: pa.RecordBatch, id_column: str) -> list[dict[str, Any]]:
     """Rows of a predictions batch as store records (ids as text, labels as text)."""
-    ids = batch.column("id").cast(pa.string()).to_pylist()
+    ids = batch.column(id_column).cast(pa.string()).to_pylist()
     label = batch.column("label")
     if pa.types.is_dictionary(label.type):
         label = label.cast(pa.string())

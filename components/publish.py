@@ -62,7 +62,7 @@ def run(
     rows = {name: pq.ParquetFile(path).metadata.num_rows for name, path in files.items()}
     _check_counts(expected, rows)
     _check_markers(files, rows)
-    versions, run_ids = _check_ids_and_versions(files)
+    versions, run_ids = _check_ids_and_versions(files, plan.id_column)
 
     out_dir = outputs["predictions"]
     os.makedirs(out_dir, exist_ok=True)
@@ -104,6 +104,7 @@ def run(
                 model_version=model_version,
                 run_id=run_id,
                 published_at=published_at,
+                id_column=plan.id_column,
             )
             store.retain(int(params.get("retention", 3)))
         finally:
@@ -168,19 +169,19 @@ def _check_markers(files: dict[str, str], rows: dict[str, int]) -> None:
             )
 
 
-def _check_ids_and_versions(files: dict[str, str]) -> tuple[set[str], set[str]]:
+def _check_ids_and_versions(files: dict[str, str], id_column: str) -> tuple[set[str], set[str]]:
     """One prediction per id across all files, and one model version."""
     versions: set[str] = set()
     run_ids: set[str] = set()
     ids: list[pa.ChunkedArray] = []
     for name in sorted(files):
-        table = pq.read_table(files[name], columns=["id", "model_version", "run_id"])
-        if pc.count_distinct(table["id"]).as_py() != table.num_rows:
+        table = pq.read_table(files[name], columns=[id_column, "model_version", "run_id"])
+        if pc.count_distinct(table[id_column]).as_py() != table.num_rows:
             raise DataError(
-                f"{files[name]} holds repeated 'id' values; expected one prediction per id: "
-                "re-run inference for that shard"
+                f"{files[name]} holds repeated {id_column!r} values; expected one prediction "
+                "per id: re-run inference for that shard"
             )
-        ids.append(table["id"])
+        ids.append(table[id_column])
         versions.update(pc.unique(table["model_version"].cast(pa.string())).to_pylist())
         run_ids.update(pc.unique(table["run_id"].cast(pa.string())).to_pylist())
     every = pa.chunked_array(

@@ -102,7 +102,7 @@ def test_killed_scoring_run_resumes_with_one_prediction_per_id(
     ids = [
         value
         for part in sorted(published.glob("part-*.parquet"))
-        for value in pq.read_table(part, columns=["id"])["id"].to_pylist()
+        for value in pq.read_table(part, columns=["customer_id"])["customer_id"].to_pylist()
     ]
     assert len(ids) == len(set(ids)) == table.num_rows
     assert set(ids) == set(table["customer_id"].to_pylist())

@@ -72,7 +72,7 @@ def test_each_shard_writes_typed_predictions(shard_predictions: list[Path]) -> N
     label = pa.dictionary(pa.int8(), pa.string())
     assert table.schema == pa.schema(
         [
-            ("id", pa.string()),
+            ("customer_id", pa.string()),
             ("score", pa.float32()),
             ("label", label),
             ("model_version", label),
@@ -97,7 +97,7 @@ def test_publish_gives_one_prediction_per_id(
     published = [
         value
         for part in sorted((tmp_path / "out").glob("part-*.parquet"))
-        for value in pq.read_table(part, columns=["id"])["id"].to_pylist()
+        for value in pq.read_table(part, columns=["customer_id"])["customer_id"].to_pylist()
     ]
     raw = pacsv.read_csv(pipeline.raw / "data.csv")["customer_id"]
     assert sorted(published) == sorted(raw.to_pylist())
@@ -162,10 +162,10 @@ def test_publish_refuses_a_shard_scored_twice(
 def test_publish_refuses_repeated_ids(
     pipeline: Pipeline, shard_predictions: list[Path], tmp_path: Path
 ) -> None:
-    ids = pq.read_table(shard_predictions[0] / "part-00000.parquet")["id"].to_pylist()
+    ids = pq.read_table(shard_predictions[0] / "part-00000.parquet")["customer_id"].to_pylist()
     ids[1] = ids[0]
-    bad = _rewrite(shard_predictions[0], tmp_path / "bad", "id", ids)
-    with pytest.raises(DataError, match=r"part-00000.parquet holds repeated 'id' values"):
+    bad = _rewrite(shard_predictions[0], tmp_path / "bad", "customer_id", ids)
+    with pytest.raises(DataError, match=r"part-00000.parquet holds repeated 'customer_id' values"):
         _publish(pipeline, [bad, *shard_predictions[1:]], tmp_path / "out")
 
 
@@ -178,7 +178,7 @@ def test_infer_reuses_a_committed_shard_and_redoes_a_changed_one(
     again = _infer(pipeline, 0, tmp_path, run_id="run-2")
     assert (first["reused"], again["reused"]) == (0, 1)
     assert again["rows"] == first["rows"] and part.read_bytes() == written
-    columns = ["id", "score", "label"]
+    columns = ["customer_id", "score", "label"]
     assert pq.read_table(part, columns=columns).equals(
         pq.read_table(shard_predictions[0] / part.name, columns=columns)
     )
@@ -272,7 +272,7 @@ def test_publish_writes_versions_with_retention_and_loads_the_store(
 
     first = pq.read_table(shard_predictions[0] / "part-00000.parquet").slice(0, 1).to_pylist()[0]
     store = LookupStore(url)
-    (row,) = store.get(first["id"])
+    (row,) = store.get(first["customer_id"])
     store.close()
     assert row["score"] == pytest.approx(first["score"])
     assert row["model_version"] == first["model_version"]

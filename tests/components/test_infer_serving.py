@@ -45,7 +45,7 @@ def _score(pipeline: Pipeline, data: Path, shards: int, out: Path, **params: Any
             {"predictions": str(out)},
         )
     parts = [pq.read_table(p) for p in sorted(out.glob("part-*.parquet"))]
-    return pa.concat_tables(parts).sort_by("id")
+    return pa.concat_tables(parts).sort_by("customer_id")
 
 
 def test_predictions_are_identical_in_one_shard_or_many(
@@ -55,7 +55,8 @@ def test_predictions_are_identical_in_one_shard_or_many(
     # 20 shards for 16 row groups: the last four shards are empty and still commit.
     many = _score(pipeline, external, 20, tmp_path / "many", batch_size=512)
     assert one.num_rows == many.num_rows == pq.read_metadata(external).num_rows
-    assert one.select(["id", "score", "label"]).equals(many.select(["id", "score", "label"]))
+    columns = ["customer_id", "score", "label"]
+    assert one.select(columns).equals(many.select(columns))
     metrics = publish.run(
         {"predictions": [str(tmp_path / "many")], "scoring": str(external)},
         {"shards": 20, "id_column": "customer_id"},
@@ -137,8 +138,8 @@ def test_quantized_model_stays_within_tolerance(pipeline: Pipeline, tmp_path: Pa
     assert metrics["optimize"] == "quantize"
     assert 0 < metrics["optimize_max_abs_diff"] <= 0.02
     assert metrics["optimize_label_agreement"] >= 0.98
-    quantized = pq.read_table(tmp_path / "q" / "part-00000.parquet").sort_by("id")
-    reference = plain.filter(pa.compute.is_in(plain["id"], quantized["id"]))
+    quantized = pq.read_table(tmp_path / "q" / "part-00000.parquet").sort_by("customer_id")
+    reference = plain.filter(pa.compute.is_in(plain["customer_id"], quantized["customer_id"]))
     diff = np.abs(quantized["score"].to_numpy() - reference["score"].to_numpy())
     assert diff.max() <= 0.02
 
@@ -214,5 +215,5 @@ def test_other_tasks_write_their_columns(
 def test_gpu_scoring_matches_cpu(pipeline: Pipeline, tmp_path: Path) -> None:
     cpu = _score(pipeline, pipeline.scoring, 3, tmp_path / "cpu", batch_size=512, device="cpu")
     gpu = _score(pipeline, pipeline.scoring, 3, tmp_path / "gpu", batch_size=512, device="cuda")
-    assert cpu["id"].equals(gpu["id"])
+    assert cpu["customer_id"].equals(gpu["customer_id"])
     np.testing.assert_allclose(gpu["score"].to_numpy(), cpu["score"].to_numpy(), atol=1e-5)

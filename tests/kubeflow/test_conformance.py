@@ -120,14 +120,14 @@ def _assert_close(actual: dict[str, Any], expected: dict[str, Any]) -> None:
 
 
 def _predictions(path: Path | str) -> pa.Table:
-    return ds.dataset(str(path), format="parquet").to_table().sort_by("id")
+    return ds.dataset(str(path), format="parquet").to_table().sort_by("customer_id")
 
 
 def test_predictions_match_row_for_row(local_run: RunResult, kfp_run: KfpRun) -> None:
     ours = _predictions(local_run.output("publish", "predictions"))
     theirs = _predictions(kfp_run.outputs["publish_predictions"].path)
     assert ours.num_rows == theirs.num_rows == 2000
-    assert ours["id"].to_pylist() == theirs["id"].to_pylist()
+    assert ours["customer_id"].to_pylist() == theirs["customer_id"].to_pylist()
     np.testing.assert_allclose(
         theirs["score"].to_numpy(), ours["score"].to_numpy(), rtol=0, atol=1e-6
     )
