@@ -31,7 +31,7 @@ from torch import nn
 
 from components.errors import DataError, ParamError
 from components.features import FeatureSpec
-from components.io import ParquetSink, read_json, write_json
+from components.io import ParquetSink, read_json, read_manifest, write_json
 from components.model_artifact import load_model
 from components.scoring import (
     ScoringPlan,
@@ -128,9 +128,8 @@ def run(
     batch_size = params.get("batch_size", 4096)
     if batch_size == "auto":
         cap = float(params.get("memory_cap_mb", 256)) * 2**20
-        batch_size, _ = (
-            choose_batch_size(model, sample, memory_cap_bytes=cap) if len(sample) else (4096, {})
-        )
+        # an empty shard has nothing to measure and nothing to score
+        batch_size = choose_batch_size(model, sample, memory_cap_bytes=cap)[0] if len(sample) else 1
     elif not isinstance(batch_size, int) or batch_size < 1:
         raise ParamError(
             f"batch_size {batch_size!r} is not a row count >= 1 or 'auto'; set "
@@ -186,8 +185,6 @@ def run(
 def _plan(scoring: str, shard: int, params: dict[str, Any]) -> ScoringPlan:
     shards = params.get("shards")
     if shards is None:  # an etl scoring set knows its width
-        from components.io import read_manifest
-
         shards = len(read_manifest(scoring)["shards"])
     shards = int(shards)
     if not 0 <= shard < shards:
