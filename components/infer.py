@@ -1,33 +1,77 @@
-"""Batch inference over one scoring shard: the map step of the inference fan-out."""
+"""Batch inference over one scoring shard: the map step of the inference fan-out.
+
+Scoring is a three-stage pipeline so that the model never waits on I/O: a reader thread
+decodes Parquet/CSV chunks and turns them into feature tensors, the calling thread runs the
+model batch by batch under ``torch.inference_mode`` (torch releases the GIL), and a writer
+thread encodes predictions to Parquet. Queues between them are short, so memory stays at a
+few chunks.
+
+Each shard commits exactly once: ``part-<k>.parquet`` is written under a temporary name and
+renamed, then ``_shard-<k>.json`` (rows, the file's sha256, a fingerprint of the inputs) is
+written last. A re-run that finds a committed shard for the same inputs and model reuses it.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
+import hashlib
 import logging
 import os
+import queue
+import threading
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import torch
+from torch import nn
 
-from components.errors import DataError
-from components.io import ParquetSink, iter_batches, read_manifest, scoring_shard_path
-from components.model_artifact import load_model, predict_proba
+from components.errors import DataError, ParamError
+from components.features import FeatureSpec
+from components.io import ParquetSink, read_json, read_manifest, write_json
+from components.model_artifact import load_model
+from components.scoring import (
+    ScoringPlan,
+    marker_path,
+    part_path,
+    plan_scoring,
+    read_batches,
+    sha256_file,
+)
+from components.serving import choose_batch_size, optimize_model, scores_from_logits
 
 __all__ = ["predictions_schema", "run"]
 
 log = logging.getLogger(__name__)
 
+#: Rows decoded and transformed at once; forward batches are slices of a chunk.
+CHUNK_ROWS = 65_536
+#: Rows of the data to score that auto batch sizing and the optimization check use.
+SAMPLE_ROWS = 4096
+_DONE = object()
 
-def predictions_schema(id_column: str) -> pa.Schema:
-    """Columns of a predictions file."""
+
+def predictions_schema(id_column: str, id_type: pa.DataType, task: str, classes: int) -> pa.Schema:
+    """Columns of a predictions file: the id column keeps its name and type.
+
+    ``score`` is the positive-class probability (binary), the top class's probability
+    (multiclass, with every class's in ``probabilities``) or the prediction (regression,
+    whose ``label`` is null). Constant columns are dictionary-encoded: they cost nothing.
+    """
+    label = pa.dictionary(pa.int8(), pa.string())
+    fields = [pa.field(id_column, id_type), pa.field("score", pa.float32())]
+    if task == "multiclass":
+        fields.append(pa.field("probabilities", pa.list_(pa.float32(), classes)))
     return pa.schema(
         [
-            (id_column, pa.string()),
-            ("score", pa.float32()),
-            ("label", pa.int8()),
-            ("model_version", pa.string()),
-            ("run_id", pa.string()),
+            *fields,
+            pa.field("label", label),
+            pa.field("model_version", pa.dictionary(pa.int8(), pa.string())),
+            pa.field("run_id", pa.dictionary(pa.int8(), pa.string())),
+            pa.field("scored_at", pa.timestamp("ms", tz="UTC")),
         ]
     )
 
@@ -35,63 +79,325 @@ def predictions_schema(id_column: str) -> pa.Schema:
 def run(
     inputs: dict[str, str | list[str]], params: dict[str, Any], outputs: dict[str, str]
 ) -> dict[str, float | int | str]:
-    """Score scoring shard ``params["shard"]`` and write ``predictions/part-<shard>.parquet``.
+    """Score shard ``params["shard"]`` into ``predictions/part-<shard>.parquet``.
 
     Args:
-        inputs: ``scoring`` (etl output) and ``model`` (train output) directories.
-        params: ``shard`` index, ``batch_size`` (rows per forward pass), ``run_id``
-            (recorded in every row) and the label ``threshold`` on the score.
+        inputs: ``scoring`` (an etl scoring set, or Parquet/CSV data) and ``model`` (a
+            model artifact directory).
+        params: ``shard``; ``shards`` (fan-out width; default: the scoring set's);
+            ``batch_size`` (rows per forward pass, or ``"auto"``); ``memory_cap_mb``
+            (auto's cap on one batch's activations); ``threshold`` (binary label cut);
+            ``id_column`` (for external data); ``run_id``; ``threads`` (torch threads);
+            ``device`` (``auto``, ``cpu`` or ``cuda``); ``optimize`` (list) and
+            ``tolerance`` (largest score change the optimization may cause).
         outputs: ``predictions``: directory to create.
 
     Returns:
-        ``rows``, ``seconds`` and ``rows_per_s``.
+        ``rows``, ``seconds``, ``rows_per_s``, ``batch_size``, ``reused`` (1 when an
+        already committed shard was kept) and the optimization metrics.
     """
     start = time.perf_counter()
-    scoring_dir = str(inputs["scoring"])
+    scoring = str(inputs["scoring"])
     shard = int(params["shard"])
-    batch_size = int(params.get("batch_size", 16_384))
-    run_id = str(params.get("run_id", ""))
-    threshold = float(params.get("threshold", 0.5))
-    manifest = read_manifest(scoring_dir)
-    shards = len(manifest["shards"])
-    if not 0 <= shard < shards:
-        raise DataError(
-            f"shard {shard} is out of range: scoring set {scoring_dir} has {shards} shards "
-            f"(0..{shards - 1}); fan inference out over exactly {shards} shards"
-        )
-    id_column = manifest["id_column"]
-    if id_column is None:
-        raise DataError(
-            f"scoring set {scoring_dir} has no id column, so predictions cannot be keyed; "
-            "re-run etl with id_column set"
-        )
+    if params.get("threads"):
+        torch.set_num_threads(int(params["threads"]))
+    plan = _plan(scoring, shard, params)
     model, spec, meta = load_model(str(inputs["model"]))
-    version = pa.scalar(meta["version"], pa.string())
-    run_scalar = pa.scalar(run_id, pa.string())
-    schema = predictions_schema(id_column)
+    task = str(meta.get("task", "binary"))
+    classes = [str(c) for c in meta.get("classes", ["0", "1"])]
     out_dir = outputs["predictions"]
     os.makedirs(out_dir, exist_ok=True)
-    source = scoring_shard_path(scoring_dir, shard)
-    columns = list(dict.fromkeys([id_column, *spec.input_columns]))
-    with ParquetSink(os.path.join(out_dir, f"part-{shard:05d}.parquet"), schema) as sink:
-        for batch in iter_batches(source, columns, batch_size):
-            scores = predict_proba(model, spec, batch)
-            sink.write(
-                pa.record_batch(
-                    [
-                        batch.column(id_column).cast(pa.string()),
-                        pa.array(scores, pa.float32()),
-                        pa.array((scores >= threshold).astype(np.int8)),
-                        pa.repeat(version, batch.num_rows),
-                        pa.repeat(run_scalar, batch.num_rows),
-                    ],
-                    schema=schema,
-                )
-            )
+    fingerprint = _fingerprint(plan, shard, meta["version"], params)
+    committed = _committed(out_dir, shard, fingerprint)
+    if committed is not None:
+        log.info("shard %d: already committed (%d rows); reusing it", shard, committed["rows"])
+        return {"rows": committed["rows"], "seconds": 0.0, "rows_per_s": 0.0, "reused": 1}
+
+    device = _device(str(params.get("device", "auto")))
+    model = model.to(device)
+    columns = list(dict.fromkeys([plan.id_column, *spec.input_columns]))
+    sample = _sample(plan, shard, columns, spec).to(device)
+    metrics: dict[str, Any] = {}
+    model, metrics = optimize_model(
+        model,
+        list(params.get("optimize") or ()),
+        sample,
+        task=task,
+        tolerance=float(params.get("tolerance", 0.01)),
+    )
+    batch_size = params.get("batch_size", 4096)
+    if batch_size == "auto":
+        cap = float(params.get("memory_cap_mb", 256)) * 2**20
+        # an empty shard has nothing to measure and nothing to score
+        batch_size = choose_batch_size(model, sample, memory_cap_bytes=cap)[0] if len(sample) else 1
+    elif not isinstance(batch_size, int) or batch_size < 1:
+        raise ParamError(
+            f"batch_size {batch_size!r} is not a row count >= 1 or 'auto'; set "
+            "inference.batch_size accordingly"
+        )
+
+    id_type = _id_type(plan, plan.id_column)
+    schema = predictions_schema(plan.id_column, id_type, task, len(classes))
+    constants = _Constants(schema, meta["version"], str(params.get("run_id", "")), classes)
+    scorer = _Scorer(model, task, float(params.get("threshold", 0.5)), batch_size, device)
+    path = part_path(out_dir, shard)
+    chunks = read_batches(plan.shards[shard], columns, max(CHUNK_ROWS, batch_size))
+    with ParquetSink(path, schema) as sink:
+        _pipeline(
+            chunks,
+            lambda batch: (batch.column(plan.id_column), _features(spec, batch, device)),
+            scorer,
+            lambda ids, out: sink.write(constants.batch(ids, *out)),
+        )
+    expected = plan.expected_rows(shard)
+    if sink.rows != expected:
+        os.remove(path)
+        raise DataError(
+            f"shard {shard} of {scoring} gave {sink.rows} predictions for {expected} rows; "
+            "the input changed while it was scored: re-run inference"
+        )
+    write_json(
+        marker_path(out_dir, shard),
+        {
+            "shard": shard,
+            "file": os.path.basename(path),
+            "rows": sink.rows,
+            "sha256": sha256_file(path),
+            "inputs": fingerprint,
+            "model_version": meta["version"],
+            "id_column": plan.id_column,
+            "run_id": constants.run_id,
+            "batch_size": batch_size,
+        },
+    )
     seconds = time.perf_counter() - start
-    log.info("shard %d: scored %d rows in %.2f s", shard, sink.rows, seconds)
+    log.info("shard %d: scored %d rows in %.2f s (batch %d)", shard, sink.rows, seconds, batch_size)
     return {
         "rows": sink.rows,
         "seconds": round(seconds, 3),
         "rows_per_s": round(sink.rows / seconds, 1),
+        "batch_size": batch_size,
+        "reused": 0,
+        **metrics,
     }
+
+
+def _plan(scoring: str, shard: int, params: dict[str, Any]) -> ScoringPlan:
+    shards = params.get("shards")
+    if shards is None:  # an etl scoring set knows its width
+        shards = len(read_manifest(scoring)["shards"])
+    shards = int(shards)
+    if not 0 <= shard < shards:
+        raise DataError(
+            f"shard {shard} is out of range: scoring set {scoring} has {shards} shards "
+            f"(0..{shards - 1}); fan inference out over exactly {shards} shards"
+        )
+    return plan_scoring(scoring, shards, params.get("id_column"))
+
+
+def _fingerprint(plan: ScoringPlan, shard: int, version: str, params: dict[str, Any]) -> str:
+    """What a committed shard must match to be reused: inputs, model and the settings that
+    change predictions (not the batch size, run id or threads)."""
+    settings = {k: params.get(k) for k in ("threshold", "optimize", "tolerance")}
+    text = f"{plan.fingerprint(shard)}|{version}|{sorted(settings.items())!r}"
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _committed(out_dir: str, shard: int, fingerprint: str) -> dict[str, Any] | None:
+    """The marker of an intact committed shard made from the same inputs, else None."""
+    marker, path = marker_path(out_dir, shard), part_path(out_dir, shard)
+    if not (os.path.exists(marker) and os.path.exists(path)):
+        return None
+    committed = read_json(marker, what="inference")
+    if committed.get("inputs") != fingerprint or committed.get("sha256") != sha256_file(path):
+        log.info("shard %d: committed output is for other inputs or damaged; redoing it", shard)
+        return None
+    return committed
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ParamError(
+            "inference.device=cuda but no CUDA device is visible; request a GPU "
+            "(resources.steps.infer.gpu=1) or set inference.device=cpu"
+        )
+    return torch.device(name)
+
+
+def _sample(plan: ScoringPlan, shard: int, columns: list[str], spec: FeatureSpec) -> torch.Tensor:
+    """Up to :data:`SAMPLE_ROWS` feature rows from the start of the shard."""
+    batch = next(read_batches(plan.shards[shard], columns, SAMPLE_ROWS), None)
+    if batch is None:
+        return torch.zeros(0, len(spec.feature_names))
+    return torch.from_numpy(spec.transform(batch))
+
+
+def _id_type(plan: ScoringPlan, id_column: str) -> pa.DataType:
+    """The id column's type, from the first input unit of any shard (so that an empty shard
+    writes the same schema as the others)."""
+    units = tuple(unit for shard in plan.shards for unit in shard)[:1]
+    batch = next(read_batches(units, [id_column], 1), None)
+    return pa.string() if batch is None else batch.schema.field(id_column).type
+
+
+def _features(spec: FeatureSpec, batch: pa.RecordBatch, device: torch.device) -> torch.Tensor:
+    features = torch.from_numpy(spec.transform(batch))
+    if device.type == "cuda":
+        features = features.pin_memory()  # lets the host-to-device copy run asynchronously
+    return features
+
+
+class _Constants:
+    """Builds output record batches; the constant columns reuse one preallocated index array."""
+
+    def __init__(self, schema: pa.Schema, version: str, run_id: str, classes: list[str]) -> None:
+        self.schema, self.run_id = schema, run_id
+        self.zeros = pa.array(np.zeros(CHUNK_ROWS, np.int8))
+        self.version = pa.array([version], pa.string())
+        self.run = pa.array([run_id], pa.string())
+        self.classes = pa.array(classes, pa.string())
+        now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+        self.scored_at = pa.scalar(now, pa.timestamp("ms", tz="UTC"))
+
+    def _constant(self, dictionary: pa.Array, rows: int) -> pa.DictionaryArray:
+        if rows > len(self.zeros):
+            self.zeros = pa.array(np.zeros(rows, np.int8))
+        return pa.DictionaryArray.from_arrays(self.zeros.slice(0, rows), dictionary)
+
+    def batch(
+        self, ids: pa.Array, score: np.ndarray, label: np.ndarray | None, probs: np.ndarray | None
+    ) -> pa.RecordBatch:
+        rows = len(ids)
+        columns: list[pa.Array] = [ids, pa.array(score)]
+        if probs is not None:
+            columns.append(
+                pa.FixedSizeListArray.from_arrays(pa.array(probs.ravel()), probs.shape[1])
+            )
+        if label is None:
+            columns.append(pa.nulls(rows, self.schema.field("label").type))
+        else:
+            columns.append(pa.DictionaryArray.from_arrays(pa.array(label), self.classes))
+        columns += [
+            self._constant(self.version, rows),
+            self._constant(self.run, rows),
+            pa.repeat(self.scored_at, rows),
+        ]
+        return pa.record_batch(columns, schema=self.schema)
+
+
+class _Scorer:
+    """Runs the model over one chunk in forward batches; returns scores, labels, probabilities."""
+
+    def __init__(
+        self, model: nn.Module, task: str, threshold: float, batch_size: int, device: torch.device
+    ) -> None:
+        self.model, self.task, self.threshold = model, task, threshold
+        self.batch_size, self.device = batch_size, device
+        self.copy_stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+
+    def to_device(self, features: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        """Start copying a chunk to the GPU on a side stream, so that it overlaps the
+        previous chunk's compute; returns the tensor and the event marking the copy done."""
+        if self.copy_stream is None:
+            return features, None
+        with torch.cuda.stream(self.copy_stream):
+            on_device = features.to(self.device, non_blocking=True)
+            copied = torch.cuda.Event()
+            copied.record(self.copy_stream)
+        on_device.record_stream(torch.cuda.current_stream(self.device))
+        return on_device, copied
+
+    def __call__(
+        self, staged: tuple[torch.Tensor, Any]
+    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        features, copied = staged
+        if copied is not None:
+            torch.cuda.current_stream(self.device).wait_event(copied)
+        rows, size = features.shape[0], self.batch_size
+        with torch.inference_mode():
+            first = scores_from_logits(self.task, self.model(features[:size]))
+            if rows <= size:
+                out = first
+            else:
+                out = torch.empty((rows, *first.shape[1:]), dtype=first.dtype, device=first.device)
+                out[:size] = first
+                for i in range(size, rows, size):
+                    out[i : i + size] = scores_from_logits(
+                        self.task, self.model(features[i : i + size])
+                    )
+            scores = out.float().cpu().numpy()
+        if self.task == "binary":
+            return scores, (scores >= self.threshold).astype(np.int8), None
+        if self.task == "multiclass":
+            return scores.max(axis=1), scores.argmax(axis=1).astype(np.int8), scores
+        return scores, None, None
+
+
+def _pipeline(
+    chunks: Iterator[pa.RecordBatch],
+    prepare: Callable[[pa.RecordBatch], tuple[pa.Array, torch.Tensor]],
+    score: _Scorer,
+    write: Callable[[pa.Array, tuple[Any, ...]], None],
+) -> None:
+    """Read+transform, score and write concurrently; the first error anywhere stops all."""
+    stop = threading.Event()
+    to_score: queue.Queue[Any] = queue.Queue(maxsize=2)
+    to_write: queue.Queue[Any] = queue.Queue(maxsize=2)
+    errors: list[BaseException] = []
+
+    def put(q: queue.Queue[Any], item: Any) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(queue.Full):
+                q.put(item, timeout=0.1)
+                return
+
+    def get(q: queue.Queue[Any]) -> Any:
+        while not stop.is_set():
+            with contextlib.suppress(queue.Empty):
+                return q.get(timeout=0.1)
+        return _DONE
+
+    def reader() -> None:
+        try:
+            for chunk in chunks:
+                put(to_score, prepare(chunk))
+        except BaseException as error:  # handed to the calling thread
+            errors.append(error)
+            stop.set()
+        put(to_score, _DONE)
+
+    def writer() -> None:
+        try:
+            while (item := get(to_write)) is not _DONE:
+                write(*item)
+        except BaseException as error:  # handed to the calling thread
+            errors.append(error)
+            stop.set()
+
+    threads = [
+        threading.Thread(target=reader, name="infer-read", daemon=True),
+        threading.Thread(target=writer, name="infer-write", daemon=True),
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        previous = None
+        while (item := get(to_score)) is not _DONE:
+            ids, features = item
+            staged = (ids, score.to_device(features))  # copies while the previous one scores
+            if previous is not None:
+                put(to_write, (previous[0], score(previous[1])))
+            previous = staged
+        if previous is not None and not stop.is_set():
+            put(to_write, (previous[0], score(previous[1])))
+        put(to_write, _DONE)
+    except BaseException:
+        stop.set()
+        raise
+    finally:
+        for thread in threads:
+            thread.join()
+    if errors:
+        raise errors[0]

@@ -1,23 +1,31 @@
 """Publish predictions: the reduce step of the inference fan-out.
 
-Gathers every shard's ``part-*.parquet`` into one directory after checking that there is
-exactly one prediction per scoring row and that one model made them all, then writes
-``_manifest.json`` last. Shards may come from different runs (a resumed run reuses the
-shards an interrupted one finished), so several run ids are allowed and recorded.
+Checks that every scoring row has exactly one prediction (each shard committed, its file
+intact, its row count as expected, ids unique) and that one model made them all; only then
+gathers the shard files into its output with ``_manifest.json`` last. When configured it
+also writes a versioned copy under ``destination/<run_date|run_id>=<value>/`` (keeping the
+newest ``retention`` versions) and upserts the predictions into the lookup store.
+Shards may come from different runs (a resumed run reuses the shards an interrupted one
+committed), so several run ids are allowed and recorded.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import glob
 import logging
 import os
 import shutil
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from components.errors import DataError
-from components.io import MANIFEST_FILE, atomic_path, list_parts, read_manifest, write_json
+from components.io import MANIFEST_FILE, atomic_path, list_parts, read_json, write_json
+from components.lookup import LookupStore
+from components.scoring import marker_path, plan_scoring, sha256_file
 
 __all__ = ["run"]
 
@@ -27,30 +35,86 @@ log = logging.getLogger(__name__)
 def run(
     inputs: dict[str, str | list[str]], params: dict[str, Any], outputs: dict[str, str]
 ) -> dict[str, float | int | str]:
-    """Verify and gather shard predictions into ``outputs["predictions"]``.
-
-    Ids are checked for uniqueness within each file: etl shards by a hash of the id, so
-    equal ids always land in the same shard, and memory stays bounded by one shard.
-    Predictions from more than one model version are refused; the manifest lists the
-    sorted ``run_ids`` that scored the rows.
+    """Verify and gather shard predictions into ``outputs["predictions"]``, then publish.
 
     Args:
-        inputs: ``predictions``: the infer output directories (one per shard, or one
-            path); ``scoring``: the etl scoring set that was scored.
-        params: Unused; the id column and expected counts come from the scoring manifest.
+        inputs: ``predictions``: the infer output directories (one per shard, or one path);
+            ``scoring``: what was scored (an etl scoring set, or external data).
+        params: ``shards`` and ``id_column`` (for external data; an etl scoring set
+            records both); ``run_id``; ``destination`` (folder of versioned datasets, or
+            null), ``partition_by`` (``run_date`` or ``run_id``), ``retention`` (versions
+            kept) and ``store_url`` (SQLAlchemy URL of the lookup store, or null).
         outputs: ``predictions``: directory to create.
 
     Returns:
-        ``rows`` and ``files`` published.
+        ``rows`` and ``files`` published, and ``stored`` rows upserted into the store.
     """
-    del params
-    scoring_dir = str(inputs["scoring"])
+    scoring = str(inputs["scoring"])
     sources = inputs["predictions"]
     source_dirs = [sources] if isinstance(sources, str) else list(sources)
-    manifest = read_manifest(scoring_dir)
-    id_column = manifest["id_column"]
-    expected = {f"part-{k:05d}.parquet": n for k, n in enumerate(manifest["shards"])}
+    shards = params.get("shards")
+    if shards is None:
+        shards = len(read_json(os.path.join(scoring, MANIFEST_FILE), what="etl")["shards"])
+    plan = plan_scoring(scoring, int(shards), params.get("id_column"))
+    expected = {f"part-{k:05d}.parquet": plan.expected_rows(k) for k in range(len(plan.shards))}
 
+    files = _gather(source_dirs, expected, scoring)
+    rows = {name: pq.ParquetFile(path).metadata.num_rows for name, path in files.items()}
+    _check_counts(expected, rows)
+    _check_markers(files, rows)
+    versions, run_ids = _check_ids_and_versions(files, plan.id_column)
+
+    out_dir = outputs["predictions"]
+    os.makedirs(out_dir, exist_ok=True)
+    for name in sorted(files):
+        _link_or_copy(files[name], os.path.join(out_dir, name))
+    total = sum(rows.values())
+    published_at = dt.datetime.now(dt.UTC)
+    model_version = next(iter(versions), None)
+    manifest = {
+        "rows": total,
+        "files": [{"name": name, "rows": rows[name]} for name in sorted(files)],
+        "model_version": model_version,
+        "run_ids": sorted(run_ids),
+        "id_column": plan.id_column,
+        "published_at": published_at.isoformat(),
+    }
+    metrics: dict[str, Any] = {"rows": total, "files": len(files)}
+    run_id = str(params.get("run_id", ""))
+    if params.get("destination"):
+        version_dir = _publish_version(
+            out_dir,
+            manifest,
+            str(params["destination"]),
+            str(params.get("partition_by", "run_date")),
+            run_id,
+            published_at,
+            int(params.get("retention", 3)),
+        )
+        manifest["published_to"] = version_dir
+    if params.get("store_url") and model_version is not None:
+        store = LookupStore(str(params["store_url"]))
+        try:
+            metrics["stored"] = store.upsert(
+                (
+                    batch
+                    for name in sorted(files)
+                    for batch in pq.ParquetFile(files[name]).iter_batches(batch_size=65_536)
+                ),
+                model_version=model_version,
+                run_id=run_id,
+                published_at=published_at,
+                id_column=plan.id_column,
+            )
+            store.retain(int(params.get("retention", 3)))
+        finally:
+            store.close()
+    write_json(os.path.join(out_dir, MANIFEST_FILE), manifest)
+    log.info("published %d predictions in %d files to %s", total, len(files), out_dir)
+    return metrics
+
+
+def _gather(source_dirs: list[str], expected: dict[str, int], scoring: str) -> dict[str, str]:
     files: dict[str, str] = {}
     for directory in source_dirs:
         for path in list_parts(directory):
@@ -62,46 +126,11 @@ def run(
                 )
             if name not in expected:
                 raise DataError(
-                    f"{path} matches no shard of scoring set {scoring_dir} (it has "
+                    f"{path} matches no shard of scoring set {scoring} (it has "
                     f"{len(expected)} shards); publish only this scoring set's predictions"
                 )
             files[name] = path
-    rows = {name: pq.ParquetFile(path).metadata.num_rows for name, path in files.items()}
-    _check_counts(expected, rows)
-
-    versions: set[str] = set()
-    run_ids: set[str] = set()
-    for name in sorted(files):
-        table = pq.read_table(files[name], columns=[id_column, "model_version", "run_id"])
-        if pc.count_distinct(table[id_column]).as_py() != table.num_rows:
-            raise DataError(
-                f"{files[name]} holds repeated {id_column!r} values; expected one prediction "
-                "per id: re-run inference for that shard"
-            )
-        versions.update(pc.unique(table["model_version"]).to_pylist())
-        run_ids.update(pc.unique(table["run_id"]).to_pylist())
-    if len(versions) > 1:
-        raise DataError(
-            f"predictions mix model versions {sorted(versions)}; re-run inference for every "
-            "shard with one model"
-        )
-
-    out_dir = outputs["predictions"]
-    os.makedirs(out_dir, exist_ok=True)
-    for name in sorted(files):
-        _link_or_copy(files[name], os.path.join(out_dir, name))
-    total = sum(rows.values())
-    write_json(
-        os.path.join(out_dir, MANIFEST_FILE),
-        {
-            "rows": total,
-            "files": [{"name": name, "rows": rows[name]} for name in sorted(files)],
-            "model_version": next(iter(versions), None),
-            "run_ids": sorted(run_ids),
-        },
-    )
-    log.info("published %d predictions in %d files to %s", total, len(files), out_dir)
-    return {"rows": total, "files": len(files)}
+    return files
 
 
 def _check_counts(expected: dict[str, int], found: dict[str, int]) -> None:
@@ -119,6 +148,94 @@ def _check_counts(expected: dict[str, int], found: dict[str, int]) -> None:
             f"expected {sum(expected.values())} predictions (one per scoring row), found "
             f"{sum(found.values())}; {detail}: re-run inference for those shards"
         )
+
+
+def _check_markers(files: dict[str, str], rows: dict[str, int]) -> None:
+    """Each shard file must have its commit marker, with its row count and sha256."""
+    for name, path in sorted(files.items()):
+        shard = int(name[5:10])
+        marker = marker_path(os.path.dirname(path), shard)
+        if not os.path.exists(marker):
+            raise DataError(
+                f"{path} has no commit marker {os.path.basename(marker)}, so its shard never "
+                "finished: re-run inference for that shard"
+            )
+        committed = read_json(marker, what="inference")
+        if committed.get("rows") != rows[name] or committed.get("sha256") != sha256_file(path):
+            raise DataError(
+                f"{path} does not match its commit marker (rows {rows[name]} vs "
+                f"{committed.get('rows')}, or its sha256 differs); it changed after inference "
+                "committed it: re-run inference for that shard"
+            )
+
+
+def _check_ids_and_versions(files: dict[str, str], id_column: str) -> tuple[set[str], set[str]]:
+    """One prediction per id across all files, and one model version."""
+    versions: set[str] = set()
+    run_ids: set[str] = set()
+    ids: list[pa.ChunkedArray] = []
+    for name in sorted(files):
+        table = pq.read_table(files[name], columns=[id_column, "model_version", "run_id"])
+        if pc.count_distinct(table[id_column]).as_py() != table.num_rows:
+            raise DataError(
+                f"{files[name]} holds repeated {id_column!r} values; expected one prediction "
+                "per id: re-run inference for that shard"
+            )
+        ids.append(table[id_column])
+        versions.update(pc.unique(table["model_version"].cast(pa.string())).to_pylist())
+        run_ids.update(pc.unique(table["run_id"].cast(pa.string())).to_pylist())
+    every = pa.chunked_array(
+        [chunk for column in ids for chunk in column.chunks], ids[0].type if ids else pa.string()
+    )
+    if pc.count_distinct(every).as_py() != len(every):
+        raise DataError(
+            "the same id has predictions in more than one shard; expected one prediction per "
+            "id: de-duplicate the ids of the data to score"
+        )
+    if len(versions) > 1:
+        raise DataError(
+            f"predictions mix model versions {sorted(versions)}; re-run inference for every "
+            "shard with one model"
+        )
+    return versions, run_ids
+
+
+def _publish_version(
+    out_dir: str,
+    manifest: dict[str, Any],
+    destination: str,
+    partition_by: str,
+    run_id: str,
+    published_at: dt.datetime,
+    retention: int,
+) -> str:
+    """Copy the predictions to ``destination/<partition>=<value>/`` (manifest last, folder
+    renamed into place), then remove all but the ``retention`` newest versions."""
+    value = published_at.date().isoformat() if partition_by == "run_date" else run_id
+    if not value:
+        raise DataError(
+            "publish.partition_by=run_id needs the run id, which this backend did not give; "
+            "use publish.partition_by=run_date"
+        )
+    final = os.path.join(destination, f"{partition_by}={value}")
+    staging = f"{final}.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    os.makedirs(staging)
+    for entry in manifest["files"]:
+        _link_or_copy(os.path.join(out_dir, entry["name"]), os.path.join(staging, entry["name"]))
+    write_json(os.path.join(staging, MANIFEST_FILE), manifest)
+    if os.path.exists(final):
+        shutil.rmtree(final)
+    os.replace(staging, final)
+    versions = sorted(
+        (read_json(path, what="publish")["published_at"], os.path.dirname(path))
+        for path in glob.glob(os.path.join(glob.escape(destination), "*=*", MANIFEST_FILE))
+    )
+    for _, old in versions[:-retention]:
+        shutil.rmtree(old, ignore_errors=True)
+        log.info("removed published version %s (retention %d)", old, retention)
+    log.info("published version %s", final)
+    return final
 
 
 def _link_or_copy(source: str, destination: str) -> None:

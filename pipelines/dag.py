@@ -336,25 +336,51 @@ class _Builder:
         )
 
     def add_infer(self) -> None:
-        inference = self.config.inference
+        """The scoring fan-out and its publish step.
+
+        The model and the data to score come from this pipeline's train and etl steps, or,
+        for a scoring-only run, from ``inference.model_uri`` / ``inference.data_uri``.
+        """
+        inference, stages = self.config.inference, set(self.config.stages)
+        model: Ref | Uri = (
+            Ref("train", "model") if "train" in stages else Uri(str(inference.model_uri))
+        )
+        scoring: Ref | Uri = (
+            Ref("etl", "scoring") if "etl" in stages else Uri(str(inference.data_uri))
+        )
+        source = {"shards": inference.shards, "id_column": self.config.data.id_column}
         self._add(
             "infer",
             "components.infer:run",
             params={
+                **source,
                 "batch_size": inference.batch_size,
+                "memory_cap_mb": inference.memory_cap_mb,
                 "threshold": inference.threshold,
+                "device": inference.device,
+                "optimize": list(inference.optimize),
+                "tolerance": inference.tolerance,
+                "threads": self._resources("infer").threads,
                 "run_id": RUN_ID,
             },
-            inputs={"scoring": Ref("etl", "scoring"), "model": Ref("train", "model")},
+            inputs={"scoring": scoring, "model": model},
             outputs=("predictions",),
             fan_out=FanOut("shard", tuple(range(inference.shards)), inference.parallelism),
             description="score one shard of the scoring set",
         )
+        publish = self.config.publish
         self._add(
             "publish",
             "components.publish:run",
-            params={},
-            inputs={"predictions": Ref("infer", "predictions"), "scoring": Ref("etl", "scoring")},
+            params={
+                **source,
+                "destination": publish.destination,
+                "partition_by": publish.partition_by,
+                "retention": publish.retention,
+                "store_url": publish.store_url,
+                "run_id": RUN_ID,
+            },
+            inputs={"predictions": Ref("infer", "predictions"), "scoring": scoring},
             outputs=("predictions",),
-            description="collect every shard's predictions; check one prediction per row",
+            description="check one prediction per row; publish the dataset and lookup store",
         )

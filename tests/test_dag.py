@@ -103,3 +103,21 @@ def test_dag_tree_shows_resources_and_fan_outs(kfbatch) -> None:
 def test_every_step_has_a_resources_entry() -> None:
     steps = {f.name for f in dataclasses.fields(StepResources)}
     assert {step.name for step in _dag().steps} == steps
+
+
+def test_scoring_only_run_reads_the_model_and_data_from_outside() -> None:
+    dag = _dag("stages=[infer]", "inference.model_uri=/models/m1", "inference.data_uri=/data/new")
+    assert [s.name for s in dag.steps] == ["infer", "publish"]
+    infer = dag.step("infer")
+    assert infer.inputs == {"scoring": Uri("/data/new"), "model": Uri("/models/m1")}
+    assert dag.step("publish").inputs["scoring"] == Uri("/data/new")
+    assert infer.params["shards"] == 4 and infer.params["id_column"] == "customer_id"
+
+
+def test_scoring_with_a_given_model_after_etl() -> None:
+    dag = _dag("stages=[etl,infer]", "inference.model_uri=/models/m1")
+    assert [s.name for s in dag.steps] == ["datagen", "etl", "infer", "publish"]
+    assert dag.step("infer").inputs == {
+        "scoring": Ref("etl", "scoring"),
+        "model": Uri("/models/m1"),
+    }

@@ -120,6 +120,7 @@ def test_report_shows_data_metrics_and_row_accounting(demo: RunResult, report: P
     assert "infer x2" not in text  # a picture label, not text
     assert "runs 2 branches at a time" in text or "runs 1 branch at a time" in text
     assert "Every row to score has exactly one published prediction." in text
+    assert "rows upserted into the lookup store" in text and "published version" in text
     assert "Confusion matrix" in text
     assert "ROC curve" in text
     assert "smoke run" not in text

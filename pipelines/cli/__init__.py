@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from pipelines.cli import history, kubeflow, local, manifests
+from pipelines.cli import history, kubeflow, local, manifests, predictions
 from pipelines.cli.common import EXIT_CONFIG, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 
 __all__ = ["main"]
@@ -62,6 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     kubeflow.register(commands)
     history.register(commands)
     manifests.register(commands)
+    predictions.register(commands)
     return parser
 
 

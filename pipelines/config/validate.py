@@ -32,8 +32,19 @@ SPLIT_USERS = (
     ("test", "evaluate", "test rows"),
 )
 
-#: Which stages each stage needs to have run in the same pipeline.
-STAGE_NEEDS = {"train": ("etl",), "evaluate": ("train",), "infer": ("train",)}
+#: Which stages each stage needs to have run in the same pipeline (infer's inputs may
+#: instead come from outside: see :func:`_check_inference`).
+STAGE_NEEDS = {"train": ("etl",), "evaluate": ("train",)}
+
+#: (stage, inference key that replaces its output, what that output is) for scoring-only runs.
+INFER_SOURCES = (
+    ("train", "model_uri", "the model artifact to score with"),
+    ("etl", "data_uri", "the data to score"),
+)
+
+#: What ``inference.optimize`` may list (components.serving.OPTIMIZATIONS; config code does
+#: not import torch).
+OPTIMIZATIONS = ("quantize", "torchscript", "compile")
 
 
 def validate(container: Mapping[str, Any]) -> None:
@@ -45,6 +56,7 @@ def validate(container: Mapping[str, Any]) -> None:
     _check_node(Config, container, "")
     _check_stages(container["stages"])
     _check_data(container["data"], container["stages"])
+    _check_inference(container["inference"], container["stages"])
     _check_model(container["model"])
     _check_resources(container["resources"])
     _check_secrets(container["kubeflow"]["secrets"])
@@ -200,6 +212,28 @@ def _check_data(data: Mapping[str, Any], stages: list[str]) -> None:
         )
     if data["id_column"] is not None and data["id_column"] == data["target"]:
         raise ConfigError("data.id_column", "a column other than data.target", data["id_column"])
+
+
+def _check_inference(inference: Mapping[str, Any], stages: list[str]) -> None:
+    batch_size = inference["batch_size"]
+    if batch_size != "auto" and (
+        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+    ):
+        raise ConfigError("inference.batch_size", "a row count >= 1, or auto", batch_size)
+    for method in inference["optimize"]:
+        if method not in OPTIMIZATIONS:
+            raise ConfigError(
+                "inference.optimize", f"a list drawn from {list(OPTIMIZATIONS)}", method
+            )
+    if "infer" not in stages:
+        return
+    for stage, key, what in INFER_SOURCES:
+        if stage in stages and inference[key]:
+            expected = f"null when stages include '{stage}' (infer reads that stage's output)"
+            raise ConfigError(f"inference.{key}", expected, inference[key])
+        if stage not in stages and not inference[key]:
+            expected = f"{what} when stages leave out '{stage}' (or add '{stage}' to stages)"
+            raise ConfigError(f"inference.{key}", expected, None)
 
 
 def _check_model(model: Mapping[str, Any]) -> None:

@@ -47,7 +47,10 @@ __all__ = [
     "etl_uri",
     "evaluate",
     "infer",
+    "infer_model_uri",
+    "infer_uri",
     "publish",
+    "publish_uri",
     "train",
 ]
 
@@ -168,15 +171,64 @@ def infer(
     )
 
 
+def infer_model_uri(
+    component: str,
+    params: str,
+    shard: int,
+    run_id: str,
+    scoring: Input[Dataset],
+    model_uri: str,
+    predictions: Output[Dataset],
+    metrics: Output[Metrics],
+):
+    """Score one shard of the scoring set with an existing model artifact."""
+    from pipelines.kubeflow.launch import launch
+
+    launch(
+        component,
+        params,
+        inputs={"scoring": scoring, "model": model_uri},
+        outputs={"predictions": predictions},
+        metrics=metrics,
+        overrides={"shard": shard},
+        run_id=run_id,
+    )
+
+
+def infer_uri(
+    component: str,
+    params: str,
+    shard: int,
+    run_id: str,
+    scoring_uri: str,
+    model_uri: str,
+    predictions: Output[Dataset],
+    metrics: Output[Metrics],
+):
+    """Score one shard of external data with an existing model artifact (scoring only)."""
+    from pipelines.kubeflow.launch import launch
+
+    launch(
+        component,
+        params,
+        inputs={"scoring": scoring_uri, "model": model_uri},
+        outputs={"predictions": predictions},
+        metrics=metrics,
+        overrides={"shard": shard},
+        run_id=run_id,
+    )
+
+
 def publish(
     component: str,
     params: str,
+    run_id: str,
     predictions: Input[list[Dataset]],
     scoring: Input[Dataset],
     predictions_out: Output[Dataset],
     metrics: Output[Metrics],
 ):
-    """Collect every shard's predictions; check one prediction per scoring row."""
+    """Check one prediction per scoring row; publish the dataset and the lookup store."""
     from pipelines.kubeflow.launch import launch
 
     launch(
@@ -185,6 +237,29 @@ def publish(
         inputs={"predictions": predictions, "scoring": scoring},
         outputs={"predictions": predictions_out},
         metrics=metrics,
+        run_id=run_id,
+    )
+
+
+def publish_uri(
+    component: str,
+    params: str,
+    run_id: str,
+    predictions: Input[list[Dataset]],
+    scoring_uri: str,
+    predictions_out: Output[Dataset],
+    metrics: Output[Metrics],
+):
+    """Check one prediction per row of external data; publish dataset and lookup store."""
+    from pipelines.kubeflow.launch import launch
+
+    launch(
+        component,
+        params,
+        inputs={"predictions": predictions, "scoring": scoring_uri},
+        outputs={"predictions": predictions_out},
+        metrics=metrics,
+        run_id=run_id,
     )
 
 
@@ -195,8 +270,8 @@ DECLARATIONS: dict[str, tuple[Callable[..., None], ...]] = {
     "components.etl:run": (etl, etl_uri),
     "components.train:run": (train,),
     "components.evaluate:run": (evaluate,),
-    "components.infer:run": (infer,),
-    "components.publish:run": (publish,),
+    "components.infer:run": (infer, infer_model_uri, infer_uri),
+    "components.publish:run": (publish, publish_uri),
 }
 
 #: Components that keep checkpoints: their tasks mount ``kubeflow.checkpoint_pvc``.

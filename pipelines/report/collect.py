@@ -323,6 +323,7 @@ def _inference(facts: RunFacts) -> dict[str, Any]:
             "rows": n.metrics.get("rows"),
             "seconds": n.metrics.get("seconds"),
             "rows_per_s": n.metrics.get("rows_per_s"),
+            "batch_size": n.metrics.get("batch_size"),
         }
         for n in facts.nodes_of("infer")
     ]
@@ -341,6 +342,8 @@ def _inference(facts: RunFacts) -> dict[str, Any]:
             files=manifest.get("files", []),
             model_version=manifest.get("model_version"),
             run_ids=manifest.get("run_ids", []),
+            published_to=manifest.get("published_to"),
+            stored=next((n.metrics.get("stored") for n in facts.nodes_of("publish")), None),
             href=href,
         )
     return inference

@@ -15,6 +15,7 @@ import pytest
 
 from components import infer, publish
 from components.errors import DataError
+from components.scoring import sha256_file
 
 from .helpers import Pipeline
 
@@ -38,8 +39,10 @@ def _publish(pipeline: Pipeline, predictions: list[Path], out: Path) -> dict[str
 
 
 def _rewrite(source: Path, directory: Path, column: str, values: list[Any]) -> Path:
-    """Copy the one part file of ``source`` into ``directory`` with ``column`` replaced."""
+    """Copy the one committed shard of ``source`` into ``directory`` with ``column`` replaced
+    (and a commit marker that matches the new file)."""
     (part,) = source.glob("part-*.parquet")
+    (marker,) = source.glob("_shard-*.json")
     table = pq.read_table(part)
     directory.mkdir()
     index = table.schema.get_field_index(column)
@@ -47,6 +50,9 @@ def _rewrite(source: Path, directory: Path, column: str, values: list[Any]) -> P
     pq.write_table(
         table.set_column(index, field, pa.array(values, field.type)), directory / part.name
     )
+    committed = json.loads(marker.read_text())
+    committed["sha256"] = sha256_file(str(directory / part.name))
+    (directory / marker.name).write_text(json.dumps(committed))
     return directory
 
 
@@ -63,19 +69,24 @@ def shard_predictions(pipeline: Pipeline, tmp_path_factory: pytest.TempPathFacto
 
 def test_each_shard_writes_typed_predictions(shard_predictions: list[Path]) -> None:
     table = pq.read_table(shard_predictions[1] / "part-00001.parquet")
+    label = pa.dictionary(pa.int8(), pa.string())
     assert table.schema == pa.schema(
         [
             ("customer_id", pa.string()),
             ("score", pa.float32()),
-            ("label", pa.int8()),
-            ("model_version", pa.string()),
-            ("run_id", pa.string()),
+            ("label", label),
+            ("model_version", label),
+            ("run_id", label),
+            ("scored_at", pa.timestamp("ms", tz="UTC")),
         ]
     )
     scores = table["score"].to_numpy()
     assert ((scores >= 0) & (scores <= 1)).all()
-    assert (table["label"].to_numpy() == (scores >= 0.5)).all()
-    assert set(table["run_id"].to_pylist()) == {"run-1"}
+    labels = table["label"].cast(pa.string()).to_pylist()
+    assert labels == ["1" if s >= 0.5 else "0" for s in scores]
+    assert set(table["run_id"].cast(pa.string()).to_pylist()) == {"run-1"}
+    marker = json.loads((shard_predictions[1] / "_shard-00001.json").read_text())
+    assert marker["rows"] == table.num_rows and marker["file"] == "part-00001.parquet"
 
 
 def test_publish_gives_one_prediction_per_id(
@@ -108,7 +119,7 @@ def test_publish_accepts_shards_scored_by_a_resumed_run(
     assert manifest["run_ids"] == ["run-0", "run-1"]
     assert "run_id" not in manifest
     shard1 = pq.read_table(tmp_path / "out" / "part-00001.parquet", columns=["run_id"])
-    assert pc.unique(shard1["run_id"]).to_pylist() == ["run-0"]
+    assert pc.unique(shard1["run_id"].cast(pa.string())).to_pylist() == ["run-0"]
 
 
 def test_publish_refuses_mixed_model_versions(
@@ -158,12 +169,44 @@ def test_publish_refuses_repeated_ids(
         _publish(pipeline, [bad, *shard_predictions[1:]], tmp_path / "out")
 
 
-def test_infer_is_idempotent(
+def test_infer_reuses_a_committed_shard_and_redoes_a_changed_one(
     pipeline: Pipeline, shard_predictions: list[Path], tmp_path: Path
 ) -> None:
-    _infer(pipeline, 0, tmp_path)
-    name = "part-00000.parquet"
-    assert (tmp_path / name).read_bytes() == (shard_predictions[0] / name).read_bytes()
+    first = _infer(pipeline, 0, tmp_path)
+    part = tmp_path / "part-00000.parquet"
+    written = part.read_bytes()
+    again = _infer(pipeline, 0, tmp_path, run_id="run-2")
+    assert (first["reused"], again["reused"]) == (0, 1)
+    assert again["rows"] == first["rows"] and part.read_bytes() == written
+    columns = ["customer_id", "score", "label"]
+    assert pq.read_table(part, columns=columns).equals(
+        pq.read_table(shard_predictions[0] / part.name, columns=columns)
+    )
+    # A different threshold changes predictions, so the committed shard no longer matches.
+    redone = infer.run(
+        {"scoring": str(pipeline.scoring), "model": str(pipeline.model)},
+        {"shard": 0, "batch_size": 500, "run_id": "run-3", "threshold": 0.9},
+        {"predictions": str(tmp_path)},
+    )
+    assert redone["reused"] == 0
+    assert set(pq.read_table(part)["run_id"].cast(pa.string()).to_pylist()) == {"run-3"}
+
+
+def test_publish_refuses_a_shard_without_commit_marker(
+    pipeline: Pipeline, shard_predictions: list[Path], tmp_path: Path
+) -> None:
+    uncommitted = tmp_path / "shard1"
+    uncommitted.mkdir()
+    shutil.copy(shard_predictions[1] / "part-00001.parquet", uncommitted)
+    with pytest.raises(DataError) as error:
+        _publish(
+            pipeline, [shard_predictions[0], uncommitted, shard_predictions[2]], tmp_path / "o"
+        )
+    assert str(error.value) == (
+        f"{uncommitted / 'part-00001.parquet'} has no commit marker _shard-00001.json, so its "
+        "shard never finished: re-run inference for that shard"
+    )
+    assert not (tmp_path / "o" / "_manifest.json").exists()
 
 
 def test_infer_refuses_a_shard_out_of_range(pipeline: Pipeline, tmp_path: Path) -> None:
@@ -203,3 +246,46 @@ def test_infer_needs_an_id_column(pipeline: Pipeline, tmp_path: Path) -> None:
         f"scoring set {scoring} has no id column, so predictions cannot be keyed; "
         "re-run etl with id_column set"
     )
+
+
+def test_publish_writes_versions_with_retention_and_loads_the_store(
+    pipeline: Pipeline, shard_predictions: list[Path], tmp_path: Path
+) -> None:
+    destination, url = tmp_path / "published", f"sqlite:///{tmp_path}/store.db"
+    params = {"destination": str(destination), "partition_by": "run_id", "retention": 2}
+    for run_id in ("run-a", "run-b", "run-c"):
+        metrics = publish.run(
+            {"predictions": [str(p) for p in shard_predictions], "scoring": str(pipeline.scoring)},
+            params | {"run_id": run_id, "store_url": url},
+            {"predictions": str(tmp_path / f"out-{run_id}")},
+        )
+        assert metrics == {"rows": 4000, "files": SHARDS, "stored": 4000}
+    assert sorted(p.name for p in destination.iterdir()) == ["run_id=run-b", "run_id=run-c"]
+    manifest = json.loads((destination / "run_id=run-c" / "_manifest.json").read_text())
+    assert manifest["rows"] == 4000 and manifest["run_ids"] == ["run-1"]
+    output = json.loads((tmp_path / "out-run-c" / "_manifest.json").read_text())
+    assert output["published_to"] == str(destination / "run_id=run-c")
+    parts = sorted((destination / "run_id=run-c").glob("part-*.parquet"))
+    assert sum(pq.read_metadata(p).num_rows for p in parts) == 4000
+
+    from components.lookup import LookupStore
+
+    first = pq.read_table(shard_predictions[0] / "part-00000.parquet").slice(0, 1).to_pylist()[0]
+    store = LookupStore(url)
+    (row,) = store.get(first["customer_id"])
+    store.close()
+    assert row["score"] == pytest.approx(first["score"])
+    assert row["model_version"] == first["model_version"]
+    assert row["run_id"] == "run-1"  # the run that scored it
+
+
+def test_publish_by_run_id_needs_a_run_id(
+    pipeline: Pipeline, shard_predictions: list[Path], tmp_path: Path
+) -> None:
+    with pytest.raises(DataError, match=r"publish.partition_by=run_id needs the run id"):
+        publish.run(
+            {"predictions": [str(p) for p in shard_predictions], "scoring": str(pipeline.scoring)},
+            {"destination": str(tmp_path / "d"), "partition_by": "run_id"},
+            {"predictions": str(tmp_path / "out")},
+        )
+    assert not (tmp_path / "out" / "_manifest.json").exists()

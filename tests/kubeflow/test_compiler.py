@@ -102,7 +102,8 @@ def test_run_id_placeholder_becomes_the_kfp_job_id(gpu: Compiled) -> None:
     assert RUN_ID_TOKEN in infer["params"]["runtimeValue"]["constant"]
     # Argo would try to resolve any other {{...}} as one of its own variables.
     assert "{{kfbatch" not in gpu.text
-    for step in ("datagen", "etl", "train", "evaluate", "publish"):
+    assert gpu.task("publish")["inputs"]["parameters"]["run_id"] == infer["run_id"]
+    for step in ("datagen", "etl", "train", "evaluate"):
         assert "run_id" not in gpu.task(step)["inputs"]["parameters"]
 
 
@@ -208,6 +209,24 @@ def test_external_data_is_a_pipeline_parameter() -> None:
     assert etl["inputs"]["parameters"]["source_uri"] == {"componentInputParameter": "data_uri"}
     assert "artifacts" not in etl["inputs"]
     assert "datagen" not in compiled.spec["root"]["dag"]["tasks"]
+
+
+def test_scoring_only_pipeline_takes_model_and_data_as_parameters() -> None:
+    compiled = compile_config(
+        "stages=[infer]", "inference.model_uri=gs://m/model", "inference.data_uri=gs://d/new"
+    )
+    parameters = compiled.spec["root"]["inputDefinitions"]["parameters"]
+    assert {name: p["defaultValue"] for name, p in parameters.items()} == {
+        "infer_model_uri": "gs://m/model",
+        "infer_scoring_uri": "gs://d/new",
+        "publish_scoring_uri": "gs://d/new",
+    }
+    infer = compiled.task("infer")["inputs"]["parameters"]
+    # inside the fan-out's loop, kfp passes pipeline parameters through as channels
+    assert infer["model_uri"] == {"componentInputParameter": "pipelinechannel--infer_model_uri"}
+    assert infer["scoring_uri"] == {"componentInputParameter": "pipelinechannel--infer_scoring_uri"}
+    publish = compiled.task("publish")["inputs"]["parameters"]
+    assert publish["scoring_uri"] == {"componentInputParameter": "publish_scoring_uri"}
 
 
 def test_pipeline_root_from_config() -> None:

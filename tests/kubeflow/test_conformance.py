@@ -45,6 +45,8 @@ TINY = [
     "trainer.epochs=3",
     "runtime.retries=0",
     "runtime.step_timeout_s=300",
+    "publish.destination=null",  # no versioned copy or lookup store: kfp.local has no run
+    "publish.store_url=null",  # folder to put them in; tests/components cover both
     "kubeflow.checkpoint_pvc=train-checkpoints",
     "+kubeflow.secrets={AWS_ACCESS_KEY_ID: s3-creds/access_key}",
 ]
@@ -130,7 +132,7 @@ def test_predictions_match_row_for_row(local_run: RunResult, kfp_run: KfpRun) ->
         theirs["score"].to_numpy(), ours["score"].to_numpy(), rtol=0, atol=1e-6
     )
     assert ours["label"].to_pylist() == theirs["label"].to_pylist()
-    assert set(ours["label"].to_pylist()) == {0, 1}
+    assert set(ours["label"].to_pylist()) == {"0", "1"}
     # The same weights: the model version is the digest of model.pt.
     assert set(ours["model_version"].to_pylist()) == set(theirs["model_version"].to_pylist())
     assert set(ours["run_id"].to_pylist()) == {local_run.run_id}

@@ -1,0 +1,197 @@
+"""The predictions lookup store: precomputed predictions read by id, in any SQLAlchemy database.
+
+SQLite is the embedded default (``sqlite:///runs/predictions.db``); on a cluster any
+SQLAlchemy URL works, e.g. ``postgresql+psycopg://user@host/db``. Two tables:
+
+- ``predictions``: one row per (``id``, ``model_version``), upserted, so loading the same
+  predictions twice changes nothing and a re-scored id gets its newest values;
+- ``prediction_versions``: one row per model version with the run that published it, when,
+  and how many rows; :meth:`LookupStore.retain` drops all but the newest versions.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+from collections.abc import Iterable
+from typing import Any
+
+import pyarrow as pa
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from components.errors import DataError
+
+__all__ = ["LookupStore"]
+
+log = logging.getLogger(__name__)
+
+_METADATA = sa.MetaData()
+PREDICTIONS = sa.Table(
+    "predictions",
+    _METADATA,
+    sa.Column("id", sa.String(256), primary_key=True),
+    sa.Column("model_version", sa.String(64), primary_key=True),
+    sa.Column("score", sa.Float, nullable=False),
+    sa.Column("label", sa.String(256)),
+    sa.Column("probabilities", sa.Text),  # JSON list, multiclass models only
+    sa.Column("run_id", sa.String(256), nullable=False),
+    sa.Column("scored_at", sa.DateTime(timezone=True), nullable=False),
+)
+VERSIONS = sa.Table(
+    "prediction_versions",
+    _METADATA,
+    sa.Column("model_version", sa.String(64), primary_key=True),
+    sa.Column("run_id", sa.String(256), nullable=False),
+    sa.Column("published_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("rows", sa.BigInteger, nullable=False),
+)
+_UPDATED = ("score", "label", "probabilities", "run_id", "scored_at")
+
+
+class LookupStore:
+    """Predictions by id in the database at ``url`` (tables are created when missing)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+            folder = os.path.dirname(url.removeprefix("sqlite:///"))
+            if folder:
+                os.makedirs(folder, exist_ok=True)
+        try:
+            self.engine = sa.create_engine(url)
+            _METADATA.create_all(self.engine)
+        except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, sa.exc.OperationalError) as e:
+            reason = str(e).splitlines()[0]
+            raise DataError(
+                f"cannot open the lookup store {_safe(url)}: {reason}; set publish.store_url to "
+                "a reachable SQLAlchemy URL such as sqlite:///runs/predictions.db"
+            ) from None
+
+    def upsert(
+        self,
+        batches: Iterable[pa.RecordBatch],
+        *,
+        model_version: str,
+        run_id: str,
+        published_at: dt.datetime,
+        id_column: str = "id",
+        chunk_rows: int = 10_000,
+    ) -> int:
+        """Insert or update predictions keyed by (id, model version); return rows loaded.
+
+        ``batches`` have the columns of a predictions file, ids in ``id_column``; all rows
+        and the version record are written in one transaction, so readers see all of a
+        version or none of it.
+        """
+        insert = self._insert(PREDICTIONS)
+        statement = insert.on_conflict_do_update(
+            index_elements=["id", "model_version"],
+            set_={name: insert.excluded[name] for name in _UPDATED},
+        )
+        rows = 0
+        with self.engine.begin() as connection:
+            for batch in batches:
+                records = _records(batch, id_column)
+                for start in range(0, len(records), chunk_rows):
+                    connection.execute(statement, records[start : start + chunk_rows])
+                rows += len(records)
+            version = self._insert(VERSIONS)
+            connection.execute(
+                version.on_conflict_do_update(
+                    index_elements=["model_version"],
+                    set_={n: version.excluded[n] for n in ("run_id", "published_at", "rows")},
+                ),
+                {
+                    "model_version": model_version,
+                    "run_id": run_id,
+                    "published_at": published_at,
+                    "rows": rows,
+                },
+            )
+        log.info(
+            "lookup store %s: upserted %d predictions of %s", _safe(self.url), rows, model_version
+        )
+        return rows
+
+    def get(self, id_value: str, *, model_version: str | None = None) -> list[dict[str, Any]]:
+        """Predictions of one id, newest published version first (one version if given)."""
+        query = (
+            sa.select(PREDICTIONS, VERSIONS.c.published_at)
+            .join(VERSIONS, VERSIONS.c.model_version == PREDICTIONS.c.model_version)
+            .where(PREDICTIONS.c.id == str(id_value))
+            .order_by(VERSIONS.c.published_at.desc(), PREDICTIONS.c.model_version)
+        )
+        if model_version is not None:
+            query = query.where(PREDICTIONS.c.model_version == model_version)
+        with self.engine.connect() as connection:
+            rows = [dict(row._mapping) for row in connection.execute(query)]
+        for row in rows:
+            if row["probabilities"] is not None:
+                row["probabilities"] = json.loads(row["probabilities"])
+        return rows
+
+    def versions(self) -> list[dict[str, Any]]:
+        """Model versions held, newest published first."""
+        query = sa.select(VERSIONS).order_by(VERSIONS.c.published_at.desc())
+        with self.engine.connect() as connection:
+            return [dict(row._mapping) for row in connection.execute(query)]
+
+    def retain(self, keep: int) -> list[str]:
+        """Drop every model version but the ``keep`` newest; return the versions dropped."""
+        dropped = [v["model_version"] for v in self.versions()[keep:]]
+        if dropped:
+            with self.engine.begin() as connection:
+                for table in (PREDICTIONS, VERSIONS):
+                    connection.execute(table.delete().where(table.c.model_version.in_(dropped)))
+            log.info("lookup store: dropped versions %s (retention %d)", dropped, keep)
+        return dropped
+
+    def close(self) -> None:
+        """Release the store's connections."""
+        self.engine.dispose()
+
+    def _insert(self, table: sa.Table) -> Any:
+        name = self.engine.dialect.name
+        if name == "sqlite":
+            return sqlite.insert(table)
+        if name == "postgresql":
+            return postgresql.insert(table)
+        raise DataError(
+            f"the lookup store supports SQLite and PostgreSQL URLs (upsert by id and model "
+            f"version); {_safe(self.url)} is {name}: use one of those"
+        )
+
+
+def _records(batch: pa.RecordBatch, id_column: str) -> list[dict[str, Any]]:
+    """Rows of a predictions batch as store records (ids as text, labels as text)."""
+    ids = batch.column(id_column).cast(pa.string()).to_pylist()
+    label = batch.column("label")
+    if pa.types.is_dictionary(label.type):
+        label = label.cast(pa.string())
+    columns = {
+        "id": ids,
+        "model_version": batch.column("model_version").cast(pa.string()).to_pylist(),
+        "score": batch.column("score").to_pylist(),
+        "label": label.to_pylist(),
+        "run_id": batch.column("run_id").cast(pa.string()).to_pylist(),
+        "scored_at": batch.column("scored_at").to_pylist(),
+    }
+    if "probabilities" in batch.schema.names:
+        columns["probabilities"] = [
+            json.dumps(p) for p in batch.column("probabilities").to_pylist()
+        ]
+    else:
+        columns["probabilities"] = [None] * len(ids)
+    names = list(columns)
+    return [dict(zip(names, values, strict=True)) for values in zip(*columns.values(), strict=True)]
+
+
+def _safe(url: str) -> str:
+    """The URL with any password masked, for messages."""
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return url

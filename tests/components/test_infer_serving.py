@@ -1,0 +1,219 @@
+"""Scoring at scale: shard-count invariance, external data, tasks, auto batch size, optimization."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from torch import nn
+
+from components import infer, publish
+from components.errors import DataError, ParamError
+from components.serving import (
+    activation_bytes_per_row,
+    choose_batch_size,
+    optimize_model,
+    scores_from_logits,
+)
+
+from .helpers import Pipeline
+
+
+@pytest.fixture(scope="module")
+def external(pipeline: Pipeline, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The scoring rows as one outside Parquet file in row groups of 250 rows."""
+    root = tmp_path_factory.mktemp("external")
+    table = pa.concat_tables(
+        pq.read_table(p) for p in sorted(pipeline.scoring.glob("shard-*.parquet"))
+    )
+    pq.write_table(table, root / "new.parquet", row_group_size=250)
+    return root / "new.parquet"
+
+
+def _score(pipeline: Pipeline, data: Path, shards: int, out: Path, **params: Any) -> pa.Table:
+    for shard in range(shards):
+        infer.run(
+            {"scoring": str(data), "model": str(pipeline.model)},
+            {"shard": shard, "shards": shards, "id_column": "customer_id", "run_id": "r"} | params,
+            {"predictions": str(out)},
+        )
+    parts = [pq.read_table(p) for p in sorted(out.glob("part-*.parquet"))]
+    return pa.concat_tables(parts).sort_by("customer_id")
+
+
+def test_predictions_are_identical_in_one_shard_or_many(
+    pipeline: Pipeline, external: Path, tmp_path: Path
+) -> None:
+    one = _score(pipeline, external, 1, tmp_path / "one", batch_size=512)
+    # 20 shards for 16 row groups: the last four shards are empty and still commit.
+    many = _score(pipeline, external, 20, tmp_path / "many", batch_size=512)
+    assert one.num_rows == many.num_rows == pq.read_metadata(external).num_rows
+    columns = ["customer_id", "score", "label"]
+    assert one.select(columns).equals(many.select(columns))
+    metrics = publish.run(
+        {"predictions": [str(tmp_path / "many")], "scoring": str(external)},
+        {"shards": 20, "id_column": "customer_id"},
+        {"predictions": str(tmp_path / "published")},
+    )
+    assert metrics == {"rows": one.num_rows, "files": 20}
+    assert pq.read_metadata(tmp_path / "many" / "part-00019.parquet").num_rows == 0
+
+
+def test_publish_refuses_an_id_scored_in_two_shards(
+    pipeline: Pipeline, external: Path, tmp_path: Path
+) -> None:
+    table = pq.read_table(external)
+    ids = table["customer_id"].to_pylist()
+    ids[-1] = ids[0]  # the first and last row groups go to different shards
+    doubled = tmp_path / "doubled.parquet"
+    pq.write_table(table.set_column(0, "customer_id", pa.array(ids)), doubled, row_group_size=250)
+    _score(pipeline, doubled, 2, tmp_path / "out", batch_size=512)
+    with pytest.raises(DataError) as error:
+        publish.run(
+            {"predictions": str(tmp_path / "out"), "scoring": str(doubled)},
+            {"shards": 2, "id_column": "customer_id"},
+            {"predictions": str(tmp_path / "published")},
+        )
+    assert str(error.value) == (
+        "the same id has predictions in more than one shard; expected one prediction per id: "
+        "de-duplicate the ids of the data to score"
+    )
+
+
+def test_external_data_needs_an_id_column(
+    pipeline: Pipeline, external: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(DataError) as error:
+        infer.run(
+            {"scoring": str(external), "model": str(pipeline.model)},
+            {"shard": 0, "shards": 1},
+            {"predictions": str(tmp_path)},
+        )
+    assert str(error.value) == (
+        f"no id column is known for {external}, so predictions cannot be keyed; set "
+        "data.id_column to the column that identifies rows"
+    )
+
+
+def test_auto_batch_size_is_measured_and_recorded(pipeline: Pipeline, tmp_path: Path) -> None:
+    metrics = infer.run(
+        {"scoring": str(pipeline.scoring), "model": str(pipeline.model)},
+        {"shard": 0, "batch_size": "auto", "memory_cap_mb": 64, "run_id": "r"},
+        {"predictions": str(tmp_path)},
+    )
+    assert metrics["batch_size"] in (256, 512, 1024, 2048, 4096, 8192, 16_384, 32_768)
+    marker = json.loads((tmp_path / "_shard-00000.json").read_text())
+    assert marker["batch_size"] == metrics["batch_size"]
+
+
+def test_auto_batch_size_respects_the_memory_cap() -> None:
+    model = nn.Sequential(nn.Linear(8, 1000), nn.ReLU(), nn.Linear(1000, 1)).eval()
+    per_row = activation_bytes_per_row(model, 8)
+    assert per_row == 4 * (8 + 1000 + 1000)  # the Linear and ReLU outputs, side by side
+    sample = torch.randn(100, 8)
+    size, rates = choose_batch_size(model, sample, memory_cap_bytes=per_row * 1024)
+    assert set(rates) == {256, 512, 1024} and size in rates
+    with pytest.raises(ParamError) as error:
+        choose_batch_size(model, sample, memory_cap_bytes=2**20)
+    assert str(error.value) == (
+        "inference.memory_cap_mb=1 is too small for a batch of 256 rows (2.0 MiB); raise it or "
+        "set inference.batch_size explicitly"
+    )
+
+
+def test_quantized_model_stays_within_tolerance(pipeline: Pipeline, tmp_path: Path) -> None:
+    plain = _score(pipeline, pipeline.scoring, 3, tmp_path / "plain", batch_size=512)
+    metrics = infer.run(
+        {"scoring": str(pipeline.scoring), "model": str(pipeline.model)},
+        {"shard": 0, "batch_size": 512, "optimize": ["quantize"], "tolerance": 0.02},
+        {"predictions": str(tmp_path / "q")},
+    )
+    assert metrics["optimize"] == "quantize"
+    assert 0 < metrics["optimize_max_abs_diff"] <= 0.02
+    assert metrics["optimize_label_agreement"] >= 0.98
+    quantized = pq.read_table(tmp_path / "q" / "part-00000.parquet").sort_by("customer_id")
+    reference = plain.filter(pa.compute.is_in(plain["customer_id"], quantized["customer_id"]))
+    diff = np.abs(quantized["score"].to_numpy() - reference["score"].to_numpy())
+    assert diff.max() <= 0.02
+
+
+def test_optimization_beyond_tolerance_is_refused() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 1)).eval()
+    sample = torch.randn(256, 16) * 4
+    with pytest.raises(ParamError) as error:
+        optimize_model(model, ["quantize"], sample, task="binary", tolerance=0.0)
+    assert "more than inference.tolerance=0; raise the tolerance or drop the optimization" in str(
+        error.value
+    )
+    scripted, metrics = optimize_model(model, ["torchscript"], sample, task="binary", tolerance=0)
+    assert metrics["optimize_max_abs_diff"] == 0.0 and metrics["optimize_label_agreement"] == 1.0
+    assert isinstance(scripted, torch.jit.ScriptModule)
+
+
+def test_scores_from_logits_per_task() -> None:
+    logits = torch.tensor([[0.0, 1.0, -1.0], [2.0, 0.0, 0.0]])
+    torch.testing.assert_close(scores_from_logits("binary", logits), torch.sigmoid(logits[:, 0]))
+    assert scores_from_logits("multiclass", logits).sum(dim=1).tolist() == pytest.approx([1, 1])
+    assert scores_from_logits("regression", logits).tolist() == [0.0, 2.0]
+    with pytest.raises(ParamError, match="model task 'ranking' is unknown"):
+        scores_from_logits("ranking", logits)
+
+
+@pytest.mark.parametrize("task", ["multiclass", "regression"])
+def test_other_tasks_write_their_columns(
+    pipeline: Pipeline, external: Path, tmp_path: Path, task: str
+) -> None:
+    model_dir = tmp_path / "model"
+    shutil.copytree(pipeline.model, model_dir)
+    meta = json.loads((model_dir / "model.json").read_text())
+    outputs = 3 if task == "multiclass" else 1
+    meta["model"] = meta["model"] | {"output_dim": outputs}
+    meta["task"], meta["classes"] = task, ["low", "mid", "high"]
+    torch.manual_seed(0)
+    from components.features import FeatureSpec
+    from components.model_artifact import save_model
+    from components.models import build_model
+
+    spec = FeatureSpec.from_dict(meta["feature_spec"])
+    model = build_model(meta["model"], meta["input_dim"])
+    saved = save_model(
+        str(model_dir), model, model_cfg=meta["model"], spec=spec, metrics={}, history=[]
+    )
+    (model_dir / "model.json").write_text(
+        json.dumps(saved | {"task": task, "classes": meta["classes"]})
+    )
+    infer.run(
+        {"scoring": str(external), "model": str(model_dir)},
+        {"shard": 0, "shards": 1, "id_column": "customer_id", "batch_size": 300},
+        {"predictions": str(tmp_path / "out")},
+    )
+    table = pq.read_table(tmp_path / "out" / "part-00000.parquet")
+    if task == "multiclass":
+        probs = np.array(table["probabilities"].to_pylist())
+        assert probs.shape == (table.num_rows, 3)
+        np.testing.assert_allclose(probs.sum(axis=1), 1, rtol=1e-5)
+        np.testing.assert_array_equal(
+            table["score"].to_numpy(), probs.max(axis=1).astype(np.float32)
+        )
+        expected = [meta["classes"][k] for k in probs.argmax(axis=1)]
+        assert table["label"].cast(pa.string()).to_pylist() == expected
+    else:
+        assert "probabilities" not in table.schema.names
+        assert table["label"].null_count == table.num_rows
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_scoring_matches_cpu(pipeline: Pipeline, tmp_path: Path) -> None:
+    cpu = _score(pipeline, pipeline.scoring, 3, tmp_path / "cpu", batch_size=512, device="cpu")
+    gpu = _score(pipeline, pipeline.scoring, 3, tmp_path / "gpu", batch_size=512, device="cuda")
+    assert cpu["customer_id"].equals(gpu["customer_id"])
+    np.testing.assert_allclose(gpu["score"].to_numpy(), cpu["score"].to_numpy(), atol=1e-5)
