@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from components.errors import DataError
+from components.errors import DataError, ParamError
 from components.io import MANIFEST_FILE, atomic_path, list_parts, read_json, write_json
 from components.lookup import LookupStore
 from components.scoring import marker_path, plan_scoring, sha256_file
@@ -41,7 +41,8 @@ def run(
         inputs: ``predictions``: the infer output directories (one per shard, or one path);
             ``scoring``: what was scored (an etl scoring set, or external data).
         params: ``shards`` and ``id_column`` (for external data; an etl scoring set
-            records both); ``run_id``; ``destination`` (folder of versioned datasets, or
+            records both); ``run_id``; ``run_date`` (``YYYY-MM-DD``; empty for today, UTC);
+            ``destination`` (folder of versioned datasets, or
             null), ``partition_by`` (``run_date`` or ``run_id``), ``retention`` (versions
             kept) and ``store_url`` (SQLAlchemy URL of the lookup store, or null).
         outputs: ``predictions``: directory to create.
@@ -70,6 +71,7 @@ def run(
         _link_or_copy(files[name], os.path.join(out_dir, name))
     total = sum(rows.values())
     published_at = dt.datetime.now(dt.UTC)
+    run_date = _run_date(params, published_at)
     model_version = next(iter(versions), None)
     manifest = {
         "rows": total,
@@ -78,6 +80,7 @@ def run(
         "run_ids": sorted(run_ids),
         "id_column": plan.id_column,
         "published_at": published_at.isoformat(),
+        "run_date": run_date,
     }
     metrics: dict[str, Any] = {"rows": total, "files": len(files)}
     run_id = str(params.get("run_id", ""))
@@ -88,7 +91,7 @@ def run(
             str(params["destination"]),
             str(params.get("partition_by", "run_date")),
             run_id,
-            published_at,
+            run_date,
             int(params.get("retention", 3)),
         )
         manifest["published_to"] = version_dir
@@ -206,12 +209,12 @@ def _publish_version(
     destination: str,
     partition_by: str,
     run_id: str,
-    published_at: dt.datetime,
+    run_date: str,
     retention: int,
 ) -> str:
     """Copy the predictions to ``destination/<partition>=<value>/`` (manifest last, folder
     renamed into place), then remove all but the ``retention`` newest versions."""
-    value = published_at.date().isoformat() if partition_by == "run_date" else run_id
+    value = run_date if partition_by == "run_date" else run_id
     if not value:
         raise DataError(
             "publish.partition_by=run_id needs the run id, which this backend did not give; "
@@ -245,3 +248,17 @@ def _link_or_copy(source: str, destination: str) -> None:
             os.link(source, tmp)
         except OSError:
             shutil.copyfile(source, tmp)
+
+
+def _run_date(params: dict[str, Any], published_at: dt.datetime) -> str:
+    """The run's logical date from ``params["run_date"]``, else the publication date (UTC)."""
+    value = str(params.get("run_date") or "")
+    if not value:
+        return published_at.date().isoformat()
+    try:
+        return dt.date.fromisoformat(value).isoformat()
+    except ValueError:
+        raise ParamError(
+            f"run_date {value!r} is not a date YYYY-MM-DD; set run_date=2026-11-21 or leave it "
+            "empty for today"
+        ) from None

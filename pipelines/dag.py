@@ -42,6 +42,10 @@ _MEMORY_UNITS = {
 #: Placeholder for the run id inside params: backends substitute their run id at execution
 #: time (the local run id, or KFP's job id), and it never enters a cache key.
 RUN_ID = "{{kfbatch.run_id}}"
+#: Placeholder for the run's logical date (``YYYY-MM-DD``): :attr:`Dag.run_date`, else the
+#: day the run starts (UTC). Unlike the run id it enters the local cache key once
+#: substituted, so a run for a new date publishes again.
+RUN_DATE = "{{kfbatch.run_date}}"
 
 
 @dataclass(frozen=True)
@@ -128,6 +132,8 @@ class Dag:
 
     name: str
     steps: tuple[Step, ...]
+    #: The run's logical date (``config.run_date``); None means the day the run starts.
+    run_date: str | None = None
     _by_name: Mapping[str, Step] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -171,7 +177,11 @@ class Dag:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready description of the DAG, stable for the same config."""
-        return {"name": self.name, "steps": [_plain(step) for step in self.steps]}
+        return {
+            "name": self.name,
+            "run_date": self.run_date,
+            "steps": [_plain(step) for step in self.steps],
+        }
 
     def digest(self) -> str:
         """sha256 of the canonical JSON form: equal digests mean identical DAGs."""
@@ -211,7 +221,7 @@ def build_dag(config: Config) -> Dag:
         builder.add_evaluate()
     if "infer" in stages:
         builder.add_infer()
-    return Dag(config.name, tuple(builder.steps))
+    return Dag(config.name, tuple(builder.steps), run_date=config.run_date)
 
 
 class _Builder:
@@ -379,6 +389,7 @@ class _Builder:
                 "retention": publish.retention,
                 "store_url": publish.store_url,
                 "run_id": RUN_ID,
+                "run_date": RUN_DATE,
             },
             inputs={"predictions": Ref("infer", "predictions"), "scoring": scoring},
             outputs=("predictions",),

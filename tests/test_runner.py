@@ -9,12 +9,13 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from pipelines.config.schema import RuntimeConfig
-from pipelines.dag import RUN_ID, Dag, FanOut, Ref, Resources, Step
+from pipelines.dag import RUN_DATE, RUN_ID, Dag, FanOut, Ref, Resources, Step
 from pipelines.local.runner import run_dag
 
 STEPS = "tests.support.steps"
@@ -48,6 +49,20 @@ def test_chain_passes_outputs_and_records_a_manifest(runtime: RuntimeConfig) -> 
     assert node["inputs"]["x"] == manifest["nodes"]["a"]["outputs"]["out"]["digest"]
     assert Path(node["attempts"][0]["log"]).is_file()
     assert (Path(runtime.runs_dir) / "latest").resolve() == result.run_dir.resolve()
+
+
+def test_the_run_date_is_substituted_and_a_new_date_runs_again(runtime: RuntimeConfig) -> None:
+    def dated(run_date: str | None) -> Dag:
+        return Dag("dated", (_step("p", "write", {"text": f"{RUN_DATE}"}),), run_date=run_date)
+
+    first = run_dag(dated("2026-03-01"), runtime)
+    assert (first.output("p", "out") / "data.txt").read_text() == "2026-03-01"
+    assert json.loads((first.run_dir / "manifest.json").read_text())["run_date"] == "2026-03-01"
+    assert run_dag(dated("2026-03-01"), runtime).nodes["p"].status == "cached"
+    assert run_dag(dated("2026-03-02"), runtime).nodes["p"].status == "succeeded"
+    today = run_dag(dated(None), runtime)
+    text = (today.output("p", "out") / "data.txt").read_text()
+    assert text == datetime.now(UTC).date().isoformat()
 
 
 def test_independent_steps_overlap_in_time(runtime: RuntimeConfig) -> None:

@@ -316,6 +316,11 @@ class Config:
 
     name: str = knob(MISSING, pattern=NAME_PATTERN, expected="a lowercase DNS-1123 label")
     seed: int = knob(42, ge=0)
+    run_date: str | None = knob(
+        None,
+        pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$",
+        expected="a date YYYY-MM-DD, or null for the day the run starts (UTC)",
+    )
     stages: list[str] = knob(list(STAGES))
     data: DataConfig = field(default_factory=DataConfig)
     features: FeaturesConfig = field(default_factory=FeaturesConfig)

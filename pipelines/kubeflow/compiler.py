@@ -16,6 +16,9 @@ through the in-pod launcher (:mod:`pipelines.kubeflow.launch`):
   set to ``dsl.PIPELINE_JOB_ID_PLACEHOLDER``. On a cluster this puts the run id in such a
   task's cache key: a new run scores again, a retried run (same id) reuses finished
   branches;
+- the run date placeholder becomes the pipeline parameter ``run_date`` (``YYYY-MM-DD``;
+  default ``config.run_date``, or empty for the day the task runs, UTC), so a backfill is a
+  run with another ``run_date``;
 - per task, from config: CPU and memory requests and limits (equal), accelerator type and
   count, node selector, tolerations, PVC mounts (``kubeflow.volumes`` on every task, the
   checkpoint PVC on training), secrets as environment variables (by reference: only the
@@ -72,9 +75,9 @@ from kfp.dsl.types import type_annotations
 
 from pipelines.config.compose import ComposedConfig
 from pipelines.config.schema import Config
-from pipelines.dag import RUN_ID, Dag, Ref, Step, Uri, build_dag, memory_bytes
+from pipelines.dag import RUN_DATE, RUN_ID, Dag, Ref, Step, Uri, build_dag, memory_bytes
 from pipelines.errors import KfbatchError
-from pipelines.kubeflow.launch import RUN_ID_TOKEN
+from pipelines.kubeflow.launch import RUN_DATE_TOKEN, RUN_ID_TOKEN
 from pipelines.kubeflow.tasks import CHECKPOINTING, DECLARATIONS
 from pipelines.kubeflow.trainjob import DISTRIBUTED_ENV, distributed_settings
 
@@ -85,6 +88,8 @@ __all__ = ["compile_pipeline", "write_pipeline"]
 CHECKPOINT_DIR_ENV = "KFBATCH_CHECKPOINT_DIR"
 #: The default accelerator resource when a step asks for GPUs without naming one.
 DEFAULT_ACCELERATOR = "nvidia.com/gpu"
+#: The pipeline parameter holding the run date (see :data:`pipelines.dag.RUN_DATE`).
+RUN_DATE_PARAMETER = "run_date"
 
 _KFP_MEMORY = re.compile(r"^[0-9]+(E|Ei|P|Pi|T|Ti|G|Gi|M|Mi|K|Ki)?$")
 
@@ -166,7 +171,7 @@ def _build_pipeline(config: Config) -> Any:
             inspect.Parameter(
                 name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default, annotation=str
             )
-            for name, default in plan.uri_parameters.values()
+            for name, default in plan.parameters
         ],
         return_annotation=outputs_type,
     )
@@ -206,8 +211,16 @@ class _Plan:
         )
 
     @property
+    def parameters(self) -> list[tuple[str, str]]:
+        """The pipeline's parameters and their defaults: outside URIs, then the run date."""
+        found = list(self.uri_parameters.values())
+        if any(RUN_DATE in json.dumps(step.params) for step in self.dag.steps):
+            found.append((RUN_DATE_PARAMETER, self.dag.run_date or ""))
+        return found
+
+    @property
     def parameter_names(self) -> list[str]:
-        return [name for name, _ in self.uri_parameters.values()]
+        return [name for name, _ in self.parameters]
 
     def artifact_class(self, step: str, output: str) -> type:
         """The artifact type of a DAG output, as its declaration gives it."""
@@ -231,10 +244,12 @@ def _add_task(plan: _Plan, step: Step, tasks: Mapping[str, Any], values: Mapping
     params = json.dumps(step.params, sort_keys=True, separators=(",", ":"))
     arguments: dict[str, Any] = {
         "component": step.component,
-        "params": params.replace(RUN_ID, RUN_ID_TOKEN),
+        "params": params.replace(RUN_ID, RUN_ID_TOKEN).replace(RUN_DATE, RUN_DATE_TOKEN),
     }
     if RUN_ID in params:
         arguments["run_id"] = dsl.PIPELINE_JOB_ID_PLACEHOLDER
+    if RUN_DATE in params:
+        arguments["run_date"] = values[RUN_DATE_PARAMETER]
     for name, source in step.inputs.items():
         if isinstance(source, Uri):
             arguments[f"{name}_uri"] = values[plan.uri_parameters[(step.name, name)][0]]
@@ -338,6 +353,8 @@ def _interface(step: Step, dag: Dag) -> dict[str, str]:
         wanted[step.fan_out.param] = "param"
     if RUN_ID in json.dumps(step.params):
         wanted["run_id"] = "param"
+    if RUN_DATE in json.dumps(step.params):
+        wanted["run_date"] = "param"
     return wanted
 
 

@@ -33,6 +33,7 @@ import math
 import os
 import sys
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from importlib import metadata
 from typing import Any
 
@@ -42,6 +43,7 @@ from pipelines.execution import limit_threads, load_component, substitute
 from pipelines.kubeflow.trainjob import DISTRIBUTED_ENV
 
 __all__ = [
+    "RUN_DATE_TOKEN",
     "RUN_ID_TOKEN",
     "describe_model",
     "launch",
@@ -58,6 +60,8 @@ InputValue = Artifact | Sequence[Artifact] | str
 #: Stands for :data:`pipelines.dag.RUN_ID` in compiled params: Argo, which runs KFP
 #: pipelines, would try to resolve the braces of ``{{kfbatch.run_id}}`` as its own variable.
 RUN_ID_TOKEN = "@kfbatch.run_id@"
+#: Stands for :data:`pipelines.dag.RUN_DATE` in compiled params, for the same reason.
+RUN_DATE_TOKEN = "@kfbatch.run_date@"
 
 MODEL_META_FILE = "model.json"  # components.model_artifact.MODEL_META_FILE
 EVALUATION_FILE = "metrics.json"  # components.evaluate.METRICS_FILE
@@ -74,6 +78,7 @@ def launch(
     metrics: Metrics,
     overrides: Mapping[str, Any] | None = None,
     run_id: str = "",
+    run_date: str = "",
     classification: ClassificationMetrics | None = None,
     report: Markdown | None = None,
 ) -> dict[str, Any]:
@@ -89,6 +94,8 @@ def launch(
         metrics: Receives every finite numeric value the component returns.
         overrides: Params set per task, such as a fan-out branch's item.
         run_id: The KFP run id, substituted for :data:`RUN_ID_TOKEN` in params.
+        run_date: The ``run_date`` pipeline parameter, substituted for
+            :data:`RUN_DATE_TOKEN`; empty means today (UTC).
         classification: For evaluation: receives the confusion matrix (and ROC curve)
             from ``metrics.json`` in the ``metrics`` output, which the component writes.
         report: For evaluation: receives a Markdown summary of the same file.
@@ -97,7 +104,7 @@ def launch(
         What the component returned.
     """
     _setup_logging()
-    resolved = resolve_params(params, overrides=overrides, run_id=run_id)
+    resolved = resolve_params(params, overrides=overrides, run_id=run_id, run_date=run_date)
     paths_in = {name: _input_path(value) for name, value in inputs.items()}
     paths_out = {name: artifact.path for name, artifact in outputs.items()}
     if run_id:
@@ -130,9 +137,13 @@ def launch(
 
 
 def resolve_params(
-    params: str, *, overrides: Mapping[str, Any] | None = None, run_id: str = ""
+    params: str,
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    run_id: str = "",
+    run_date: str = "",
 ) -> dict[str, Any]:
-    """Decode the step's JSON params, apply per-task overrides and substitute the run id.
+    """Decode the step's JSON params, apply per-task overrides, substitute run id and date.
 
     Raises:
         ValueError: params mention :data:`RUN_ID_TOKEN` but no run id was given.
@@ -143,7 +154,8 @@ def resolve_params(
             f"the params of this step use the run id placeholder {RUN_ID_TOKEN!r} but the "
             "task was given no run_id; recompile the pipeline with this kfbatch version"
         )
-    return substitute(resolved, RUN_ID_TOKEN, run_id)
+    dated = substitute(resolved, RUN_DATE_TOKEN, run_date or datetime.now(UTC).date().isoformat())
+    return substitute(dated, RUN_ID_TOKEN, run_id)
 
 
 def log_scalars(metrics: Metrics, values: Mapping[str, Any]) -> None:

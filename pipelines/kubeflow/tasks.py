@@ -20,7 +20,8 @@ Rules of the shape, checked by the compiler against each DAG step:
 - every DAG output is an ``Output`` artifact of the same name, or ``<name>_out`` when the
   step also reads an input of that name (KFP keeps inputs and outputs in one namespace);
 - a fan-out step takes its fan-out item as a parameter named like the DAG's
-  ``FanOut.param``; a step whose params hold the run id placeholder takes ``run_id``.
+  ``FanOut.param``; a step whose params hold the run id placeholder takes ``run_id``, and
+  one whose params hold the run date placeholder takes ``run_date``.
 
 The function bodies are shipped to the pod as source by kfp, so they import what they use
 inside. No ``from __future__ import annotations`` here: kfp reads the annotations as types.
@@ -223,6 +224,7 @@ def publish(
     component: str,
     params: str,
     run_id: str,
+    run_date: str,
     predictions: Input[list[Dataset]],
     scoring: Input[Dataset],
     predictions_out: Output[Dataset],
@@ -238,6 +240,7 @@ def publish(
         outputs={"predictions": predictions_out},
         metrics=metrics,
         run_id=run_id,
+        run_date=run_date,
     )
 
 
@@ -245,6 +248,7 @@ def publish_uri(
     component: str,
     params: str,
     run_id: str,
+    run_date: str,
     predictions: Input[list[Dataset]],
     scoring_uri: str,
     predictions_out: Output[Dataset],
@@ -260,6 +264,7 @@ def publish_uri(
         outputs={"predictions": predictions_out},
         metrics=metrics,
         run_id=run_id,
+        run_date=run_date,
     )
 
 

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 from pipelines.config.compose import ComposedConfig
 from pipelines.config.schema import RuntimeConfig
-from pipelines.dag import RUN_ID, Dag, Node, Ref, Uri, build_dag
+from pipelines.dag import RUN_DATE, RUN_ID, Dag, Node, Ref, Uri, build_dag
 from pipelines.errors import KfbatchError
 from pipelines.execution import substitute
 from pipelines.local.cache import StepCache, external_digest, step_key
@@ -244,6 +244,7 @@ class _Execution:
         self.dag, self.runtime, self.run_id, self.run_dir = dag, runtime, run_id, run_dir
         self.no_cache, self.reporter, self.log_format = no_cache, reporter, log_format
         self.smoke = smoke
+        self.run_date = dag.run_date or datetime.now(UTC).date().isoformat()
         self.cache = StepCache(runtime.cache_dir)
         for path in self.cache.remove_abandoned():
             log.info("removed %s, left by a runner that no longer exists", path)
@@ -368,7 +369,11 @@ class _Execution:
                 values = [up.outputs[source.output]["digest"] for up in ups]
                 digests[input_name] = values if self._collected(source) else values[0]
         record.inputs = digests
-        record.cache_key = step_key(node.step.component, node.params, digests)
+        record.cache_key = step_key(node.step.component, self._dated(node.params), digests)
+
+    def _dated(self, params: dict[str, Any]) -> dict[str, Any]:
+        """``params`` with the run date in place of :data:`RUN_DATE`."""
+        return substitute(params, RUN_DATE, self.run_date)
 
     def _collected(self, source: Ref) -> bool:
         return self.dag.step(source.step).fan_out is not None
@@ -419,7 +424,7 @@ class _Execution:
             node=name,
             component=node.step.component,
             inputs=self._input_paths(node),
-            params=substitute(node.params, RUN_ID, self.run_id),
+            params=substitute(self._dated(node.params), RUN_ID, self.run_id),
             outputs={out: str((staged / "outputs" / out).resolve()) for out in node.step.outputs},
             log_path=str(log_path.resolve()),
             threads=max(1, min(node.step.resources.threads, int(self.cpus))),
@@ -532,6 +537,7 @@ class _Execution:
             "run_id": self.run_id,
             "name": self.dag.name,
             "status": status,
+            "run_date": self.run_date,
             "started_at": self.started_at,
             "ended_at": None if status == RUNNING else _now(),
             "dag_digest": self.dag_digest,

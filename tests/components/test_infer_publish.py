@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from components import infer, publish
-from components.errors import DataError
+from components.errors import DataError, ParamError
 from components.scoring import sha256_file
 
 from .helpers import Pipeline
@@ -277,6 +277,26 @@ def test_publish_writes_versions_with_retention_and_loads_the_store(
     assert row["score"] == pytest.approx(first["score"])
     assert row["model_version"] == first["model_version"]
     assert row["run_id"] == "run-1"  # the run that scored it
+
+
+def test_publish_partitions_by_the_run_date_param(
+    pipeline: Pipeline, shard_predictions: list[Path], tmp_path: Path
+) -> None:
+    destination = tmp_path / "published"
+    inputs = {"predictions": [str(p) for p in shard_predictions], "scoring": str(pipeline.scoring)}
+    publish.run(
+        inputs,
+        {"destination": str(destination), "partition_by": "run_date", "run_date": "2026-03-01"},
+        {"predictions": str(tmp_path / "out")},
+    )
+    manifest = json.loads((destination / "run_date=2026-03-01" / "_manifest.json").read_text())
+    assert manifest["run_date"] == "2026-03-01"
+    with pytest.raises(ParamError, match=r"run_date '03/01/2026' is not a date YYYY-MM-DD"):
+        publish.run(
+            inputs,
+            {"destination": str(destination), "run_date": "03/01/2026"},
+            {"predictions": str(tmp_path / "out2")},
+        )
 
 
 def test_publish_by_run_id_needs_a_run_id(

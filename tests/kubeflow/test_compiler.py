@@ -14,11 +14,11 @@ from google.protobuf import json_format
 from kfp.components import load_component_from_text
 
 from pipelines.config.compose import compose_config
-from pipelines.dag import RUN_ID, Ref
+from pipelines.dag import RUN_DATE, RUN_ID, Ref
 from pipelines.errors import KfbatchError
 from pipelines.kubeflow import tasks
 from pipelines.kubeflow.compiler import compile_pipeline, write_pipeline
-from pipelines.kubeflow.launch import RUN_ID_TOKEN
+from pipelines.kubeflow.launch import RUN_DATE_TOKEN, RUN_ID_TOKEN
 
 from .helpers import GPU_CLUSTER, Compiled, compile_config
 
@@ -56,9 +56,8 @@ def test_tasks_call_the_dag_components_with_the_dag_params(gpu: Compiled) -> Non
         parameters = gpu.task(step.name)["inputs"]["parameters"]
         assert parameters["component"]["runtimeValue"]["constant"] == step.component
         params = parameters["params"]["runtimeValue"]["constant"]
-        assert json.loads(params.replace(RUN_ID_TOKEN, RUN_ID)) == json.loads(
-            json.dumps(step.params)
-        )
+        restored = params.replace(RUN_ID_TOKEN, RUN_ID).replace(RUN_DATE_TOKEN, RUN_DATE)
+        assert json.loads(restored) == json.loads(json.dumps(step.params))
 
 
 def test_task_inputs_are_the_dag_edges(gpu: Compiled) -> None:
@@ -203,7 +202,8 @@ def test_external_data_is_a_pipeline_parameter() -> None:
             "defaultValue": "s3://bucket/churn.csv",
             "isOptional": True,
             "parameterType": "STRING",
-        }
+        },
+        "run_date": {"defaultValue": "", "isOptional": True, "parameterType": "STRING"},
     }
     etl = compiled.task("etl")
     assert etl["inputs"]["parameters"]["source_uri"] == {"componentInputParameter": "data_uri"}
@@ -220,6 +220,7 @@ def test_scoring_only_pipeline_takes_model_and_data_as_parameters() -> None:
         "infer_model_uri": "gs://m/model",
         "infer_scoring_uri": "gs://d/new",
         "publish_scoring_uri": "gs://d/new",
+        "run_date": "",
     }
     infer = compiled.task("infer")["inputs"]["parameters"]
     # inside the fan-out's loop, kfp passes pipeline parameters through as channels
@@ -227,6 +228,16 @@ def test_scoring_only_pipeline_takes_model_and_data_as_parameters() -> None:
     assert infer["scoring_uri"] == {"componentInputParameter": "pipelinechannel--infer_scoring_uri"}
     publish = compiled.task("publish")["inputs"]["parameters"]
     assert publish["scoring_uri"] == {"componentInputParameter": "publish_scoring_uri"}
+
+
+def test_run_date_is_a_pipeline_parameter_defaulting_to_the_config() -> None:
+    compiled = compile_config("run_date=2026-03-01")
+    parameters = compiled.spec["root"]["inputDefinitions"]["parameters"]
+    assert parameters["run_date"]["defaultValue"] == "2026-03-01"
+    publish = compiled.task("publish")["inputs"]["parameters"]
+    assert publish["run_date"] == {"componentInputParameter": "run_date"}
+    assert '"run_date":"@kfbatch.run_date@"' in publish["params"]["runtimeValue"]["constant"]
+    assert "run_date" not in compiled.task("train")["inputs"]["parameters"]
 
 
 def test_pipeline_root_from_config() -> None:

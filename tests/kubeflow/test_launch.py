@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,13 @@ import pytest
 from kfp import dsl
 
 from pipelines.kubeflow import launch as launcher
-from pipelines.kubeflow.launch import RUN_ID_TOKEN, launch, log_evaluation, resolve_params
+from pipelines.kubeflow.launch import (
+    RUN_DATE_TOKEN,
+    RUN_ID_TOKEN,
+    launch,
+    log_evaluation,
+    resolve_params,
+)
 
 CALLS: list[dict[str, Any]] = []
 
@@ -68,6 +75,13 @@ def test_params_with_the_run_id_need_a_run_id() -> None:
     assert resolve_params('{"a": 1}') == {"a": 1}
     with pytest.raises(ValueError, match="run id placeholder"):
         resolve_params(json.dumps({"run_id": RUN_ID_TOKEN}))
+
+
+def test_the_run_date_parameter_or_today() -> None:
+    params = json.dumps({"run_date": RUN_DATE_TOKEN})
+    assert resolve_params(params, run_date="2026-03-01") == {"run_date": "2026-03-01"}
+    today = datetime.now(UTC).date().isoformat()
+    assert resolve_params(params, run_date="") == {"run_date": today}
 
 
 def test_model_metadata_from_model_json(tmp_path: Path) -> None:
