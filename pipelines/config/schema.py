@@ -19,15 +19,15 @@ from omegaconf import MISSING
 
 __all__ = [
     "STAGES",
+    "CheckpointConfig",
     "Config",
     "CsvConfig",
     "CvConfig",
-    "CheckpointConfig",
     "DataConfig",
     "EarlyStoppingConfig",
     "EvaluateConfig",
-    "GateConfig",
     "FeaturesConfig",
+    "GateConfig",
     "InferenceConfig",
     "KubeflowConfig",
     "PvcMount",
