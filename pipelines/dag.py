@@ -214,7 +214,7 @@ def build_dag(config: Config) -> Dag:
         builder.add_train()
     if "evaluate" in stages:
         builder.add_evaluate()
-        if config.evaluate.gate is not None:
+        if config.evaluate.gate.metric is not None:
             builder.add_gate()
     if "infer" in stages:
         builder.add_infer()

@@ -5,8 +5,8 @@ override grammar, parsed with Hydra's own override parser:
 
 - ``choice(a, b, ...)``: one of the listed values (lists allowed: ``choice([64],[128,64])``);
 - ``range(start, stop[, step])``: one of the numbers of a Python-style range;
-- ``interval(low, high)``: uniform in [low, high] (integers when both ends are integers);
-  ``tag(log, interval(low, high))`` samples on a log scale;
+- ``interval(low, high)``: uniform in [low, high] (floats, as in Hydra);
+  ``tag(log, interval(low, high))`` samples on a log scale, ``int(interval(1, 8))`` integers;
 - a plain value: fixed for every trial.
 
 Random search draws ``n_trials`` trials from ``tune.seed`` (the top-level seed when null), so

@@ -178,7 +178,7 @@ class TuneConfig:
 class GateConfig:
     """Stop before inference unless the test ``metric`` is at least ``min`` / at most ``max``."""
 
-    metric: str = MISSING
+    metric: str | None = knob(None, expected="a test metric such as roc_auc, or null (no gate)")
     min: float | None = None
     max: float | None = None
 
@@ -188,7 +188,7 @@ class EvaluateConfig:
     """Test-split evaluation and the optional quality gate in front of inference."""
 
     split: str = knob("test", choices=("test", "validation"))
-    gate: GateConfig | None = None
+    gate: GateConfig = field(default_factory=GateConfig)
 
 
 @dataclass
