@@ -142,7 +142,7 @@ def test_trials_are_drawn_from_the_seed_and_follow_the_grammar() -> None:
     ("overrides", "message"),
     [
         (
-            ["tune.space={data.rows: choice(1,2)}"],
+            ["tune.space={data.rows: 'choice(1,2)'}"],
             "tune.space.data.rows: expected a dotted model.*",
         ),
         (["tune.space={trainer.lr: 'intervl(1,2)'}"], "Unknown function 'intervl'"),
