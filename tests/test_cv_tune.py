@@ -142,8 +142,8 @@ def test_trials_are_drawn_from_the_seed_and_follow_the_grammar() -> None:
     ("overrides", "message"),
     [
         (
-            ["tune.space={data.rows: 'choice(1,2)'}"],
-            "tune.space.data.rows: expected a dotted model.*",
+            ["tune.space={lr: 'choice(1,2)'}"],
+            "tune.space.lr: expected a dotted model.*",
         ),
         (["tune.space={trainer.lr: 'intervl(1,2)'}"], "Unknown function 'intervl'"),
         (["tune=grid", "tune.space={trainer.lr: 'interval(0.1,1)'}"], "cannot be enumerated"),
