@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 from datetime import datetime
-from pathlib import Path
 
 import pytest
 
@@ -141,10 +140,6 @@ def test_trials_are_drawn_from_the_seed_and_follow_the_grammar() -> None:
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (
-            ["tune.space={lr: 'choice(1,2)'}"],
-            "tune.space.lr: expected a dotted model.*",
-        ),
         (["tune.space={trainer.lr: 'intervl(1,2)'}"], "Unknown function 'intervl'"),
         (["tune=grid", "tune.space={trainer.lr: 'interval(0.1,1)'}"], "cannot be enumerated"),
         (["tune.objective=val_rmse"], "tune.objective: expected a binary validation metric"),
@@ -153,6 +148,11 @@ def test_trials_are_drawn_from_the_seed_and_follow_the_grammar() -> None:
 def test_bad_tuning_configs_fail_at_composition(overrides: list[str], message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("*", r"\*").replace("(", r"\(")):
         compose_config(["tune.enabled=true", *overrides])
+
+
+def test_space_keys_outside_model_and_trainer_are_refused() -> None:
+    with pytest.raises(ConfigError, match=r"tune.space.data.rows: expected a dotted model\.\*"):
+        trials({"data.rows": "choice(1,2)"}, search="random", n_trials=1, seed=0)
 
 
 def test_cv_and_tune_fan_outs_in_the_dag() -> None:

@@ -232,7 +232,9 @@ def _check_training(container: Mapping[str, Any]) -> None:
     if tune["enabled"]:
         if tune["objective"] not in known:
             raise ConfigError(
-                "tune.objective", f"a {task} validation metric: {', '.join(known)}", tune["objective"]
+                "tune.objective",
+                f"a {task} validation metric: {', '.join(known)}",
+                tune["objective"],
             )
         trials(tune["space"], search=tune["search"], n_trials=tune["n_trials"], seed=0)
     gate = container["evaluate"]["gate"]
