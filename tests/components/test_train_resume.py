@@ -145,3 +145,23 @@ def test_rank_errors_surface_with_their_class(pipeline: Pipeline, tmp_path: Path
     params["model"] = {"_target_": "components.models.MLP", "hiden": [4]}
     with pytest.raises(train.ParamError, match=r"unknown argument 'hiden'"):
         train.run(_inputs(pipeline), params, {"model": str(tmp_path / "m")})
+
+
+@pytest.mark.slow
+def test_fsdp_two_ranks_match_one_rank(pipeline: Pipeline, sharded: Path, tmp_path: Path) -> None:
+    params = train_params(epochs=1, batch_size=64, grad_clip=1.0)
+    params["model"]["dropout"] = 0.0
+    inputs = _inputs(pipeline, sharded)
+    one = train.run(inputs, params, {"model": str(tmp_path / "one")})
+    sharded_params = train_params(**params["trainer"], procs_per_node=2, strategy="fsdp")
+    sharded_params["model"] = params["model"]
+    sharded_params["trainer"]["checkpoint"] = {"dir": str(tmp_path / "ck"), "every_n_steps": 5}
+    two = train.run(inputs, sharded_params, {"model": str(tmp_path / "two")})
+    assert two["world_size"] == 2 and two["checkpoint_seconds"] > 0
+    model_one, _, _ = load_model(str(tmp_path / "one"))
+    model_two, _, _ = load_model(str(tmp_path / "two"))
+    for (name, a), (_, b) in zip(
+        model_one.state_dict().items(), model_two.state_dict().items(), strict=True
+    ):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
+    assert two["val_loss"] == pytest.approx(one["val_loss"], rel=1e-4)
