@@ -646,6 +646,7 @@ def _rank(
     result = metrics | {
         "samples_per_s": round(trainer.samples / max(trainer.train_seconds, 1e-9), 1),
         "seconds": round(time.perf_counter() - start, 3),
+        "train_seconds": round(trainer.train_seconds, 4),
         "checkpoint_seconds": round(trainer.checkpoint_seconds, 4),
         "world_size": where.world,
     }
