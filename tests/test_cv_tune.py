@@ -12,6 +12,7 @@ from pipelines.config.compose import compose_config
 from pipelines.dag import build_dag
 from pipelines.errors import ConfigError
 from pipelines.local.runner import RunResult, run_local
+from pipelines.report import write_report
 from pipelines.tuning import trials
 
 SMALL = [
@@ -182,3 +183,14 @@ def test_gate_sits_between_evaluate_and_inference() -> None:
     plain = build_dag(compose_config([]).config)
     assert "gate" not in [s.name for s in plain.steps]
     assert plain.step("infer").inputs["model"].step == "train"
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_report_shows_cv_tuning_and_the_gate_failure(searched: RunResult) -> None:
+    page = write_report(searched.run_dir).read_text()
+    assert '<section id="cv">' in page and "Cross-validation <span" in page
+    assert '<section id="tuning">' in page and "6 trials, val_roc_auc, maximize" in page
+    assert "hyperparameters of tuning trial" in page
+    assert "evaluation gate closed" in page
+    assert page.count("data:image/png;base64,") >= 4  # cv, tuning, training, ROC (+ DAG...)
