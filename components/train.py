@@ -68,7 +68,7 @@ __all__ = [
     "run",
 ]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("components.train")  # also when run as __main__
 
 #: Overrides ``trainer.checkpoint.dir`` (set by the KFP compiler to the checkpoint PVC).
 CHECKPOINT_DIR_ENV = "KFBATCH_CHECKPOINT_DIR"
@@ -1037,8 +1037,10 @@ def main(argv: list[str] | None = None) -> None:
     for name in ("inputs", "params", "outputs"):
         parser.add_argument(f"--{name}", required=True, help=f"the step's {name} as JSON")
     args = parser.parse_args(argv)
+    main_rank = os.environ.get("RANK", "0") == "0"
     logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=logging.INFO if main_rank else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
         result = run(json.loads(args.inputs), json.loads(args.params), json.loads(args.outputs))

@@ -165,3 +165,61 @@ def test_fsdp_two_ranks_match_one_rank(pipeline: Pipeline, sharded: Path, tmp_pa
     ):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
     assert two["val_loss"] == pytest.approx(one["val_loss"], rel=1e-4)
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.fault
+@pytest.mark.slow
+def test_sigkill_of_the_step_kills_its_ranks(pipeline: Pipeline, tmp_path: Path) -> None:
+    params = train_params(epochs=200, batch_size=16, procs_per_node=2)
+    params["trainer"]["checkpoint"] = {"dir": str(tmp_path / "ck"), "every_n_steps": 5}
+    command = [
+        sys.executable,
+        "-m",
+        "components.train",
+        "--inputs",
+        json.dumps(_inputs(pipeline)),
+        "--params",
+        json.dumps(params),
+        "--outputs",
+        json.dumps({"model": str(tmp_path / "m")}),
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    ranks: list[int] = []
+    while len(ranks) < 2:  # spawn also starts a resource tracker; ranks run _spawned_rank
+        assert time.monotonic() < deadline and process.poll() is None
+        ranks = [
+            c
+            for c in _children(process.pid)
+            if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()
+        ]
+        time.sleep(0.1)
+    while not list((tmp_path / "ck").rglob("step-*.json")):  # the ranks are training now
+        assert time.monotonic() < deadline and process.poll() is None
+        time.sleep(0.1)
+    os.kill(process.pid, signal.SIGKILL)  # the step only, not its process group
+    process.wait()
+    deadline = time.monotonic() + 15
+    while any(_alive(r) for r in ranks) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [r for r in ranks if _alive(r)]
