@@ -322,9 +322,13 @@ class Trainer:
                     self.save_checkpoint()
             self.samples += self.state.epoch_rows
             train_loss = _all_reduce_sum(
-                torch.tensor([self.state.epoch_loss, self.state.epoch_rows], dtype=torch.float64),
+                torch.tensor(
+                    [self.state.epoch_loss, self.state.epoch_rows],
+                    dtype=torch.float64,
+                    device=self.device,  # nccl reduces CUDA tensors only
+                ),
                 self.dist,
-            )
+            ).cpu()
             self.train_seconds += time.perf_counter() - start - (self.checkpoint_seconds - paused)
             record = {
                 "epoch": epoch + 1,
@@ -407,13 +411,13 @@ class Trainer:
             if not sync and isinstance(self.model, nn.parallel.DistributedDataParallel)
             else contextlib.nullcontext()
         )
-        with no_sync, _autocast(self.device, self.amp_dtype):
-            logits = self.model(inputs)
-            loss_sum = self.loss_fn(logits.float(), labels)
         # Sum over this rank's rows scaled so that DDP's mean over ranks is the mean over the
         # global batch: 1 rank and N ranks then take the same optimizer steps.
         scale = self.dist.world / (global_rows * self.config.accumulate)
-        with no_sync:
+        with no_sync:  # forward and backward: DDP skips the all-reduce between boundaries
+            with _autocast(self.device, self.amp_dtype):
+                logits = self.model(inputs)
+            loss_sum = self.loss_fn(logits.float(), labels)
             self.scaler.scale(loss_sum * scale).backward()
         return loss_sum.detach().double().cpu()
 

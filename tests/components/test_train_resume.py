@@ -117,11 +117,14 @@ def test_sigkill_mid_epoch_then_rerun_gives_bitwise_identical_weights(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("accumulate", [1, 2])
 def test_two_ranks_match_one_rank_with_the_same_global_batch(
-    pipeline: Pipeline, sharded: Path, tmp_path: Path
+    pipeline: Pipeline, sharded: Path, tmp_path: Path, accumulate: int
 ) -> None:
     assert len(list((sharded / "train").glob("part-*.parquet"))) == 4
-    params = train_params(epochs=2, batch_size=64, shuffle_buffer_rows=600)
+    params = train_params(
+        epochs=2, batch_size=64, shuffle_buffer_rows=600, accumulate=accumulate, grad_clip=1.0
+    )
     params["model"]["dropout"] = 0.0  # dropout draws differ per rank by design
     inputs = _inputs(pipeline, sharded)
     one = train.run(inputs, params, {"model": str(tmp_path / "one")})
