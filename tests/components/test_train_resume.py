@@ -123,7 +123,7 @@ def test_two_ranks_match_one_rank_with_the_same_global_batch(
 ) -> None:
     assert len(list((sharded / "train").glob("part-*.parquet"))) == 4
     params = train_params(
-        epochs=2, batch_size=64, shuffle_buffer_rows=600, accumulate=accumulate, grad_clip=1.0
+        epochs=1, batch_size=64, shuffle_buffer_rows=600, accumulate=accumulate, grad_clip=1.0
     )
     params["model"]["dropout"] = 0.0  # dropout draws differ per rank by design
     inputs = _inputs(pipeline, sharded)
