@@ -882,7 +882,19 @@ def _rank_error(tmp: str, error: Exception) -> Exception:
 
 
 def _exit_with(parent: int, interval_s: float = 0.5) -> None:
-    """Kill this rank when the process that started it is gone (even by SIGKILL)."""
+    """Kill this rank when the process that started it is gone (even by SIGKILL).
+
+    On Linux the kernel does it (``PR_SET_PDEATHSIG``), which also works while this rank is
+    blocked inside a collective that holds the GIL; elsewhere a watchdog thread polls.
+    """
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(1, signal.SIGKILL, 0, 0, 0) == 0:  # 1 = PR_SET_PDEATHSIG
+            if os.getppid() != parent:  # the parent died before the call above
+                os.kill(os.getpid(), signal.SIGKILL)
+            return
 
     def watch() -> None:
         while os.getppid() == parent:
