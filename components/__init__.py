@@ -2,9 +2,9 @@
 
 Each step is a module exposing ``run(inputs, params, outputs) -> metrics``: ``datagen``,
 ``etl``, ``train``, ``cv``, ``tune``, ``evaluate`` (and ``evaluate:gate``), ``infer`` and
-``publish``; a runner imports the one it
-needs by name (``importlib.import_module("components.train")``). Importing this package is
-cheap: it loads no torch or pyarrow.
+``publish``; a runner imports the one it needs by name
+(``importlib.import_module("components.train")``). Importing this package is cheap: it
+loads no torch or pyarrow.
 """
 
 from components.errors import DataError, KfbatchError, ParamError, PermanentError
