@@ -32,7 +32,7 @@ from torch import nn
 from components.errors import DataError, ParamError
 from components.features import FeatureSpec
 from components.io import ParquetSink, read_json, read_manifest, write_json
-from components.model_artifact import load_model
+from components.model_artifact import load_model, scores_from_logits
 from components.scoring import (
     ScoringPlan,
     marker_path,
@@ -41,7 +41,7 @@ from components.scoring import (
     read_batches,
     sha256_file,
 )
-from components.serving import choose_batch_size, optimize_model, scores_from_logits
+from components.serving import choose_batch_size, optimize_model
 
 __all__ = ["predictions_schema", "run"]
 

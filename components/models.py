@@ -13,17 +13,31 @@ from torch import nn
 
 from components.errors import ParamError
 
-__all__ = ["MLP", "build_model"]
+__all__ = ["MLP", "TabResNet", "build_model"]
+
+NORMS = ("none", "batch", "layer")
+
+
+def _norm(kind: str, width: int) -> nn.Module:
+    if kind not in NORMS:
+        raise ParamError(f"model norm {kind!r} is unknown; expected one of {list(NORMS)}")
+    if kind == "batch":
+        return nn.BatchNorm1d(width)
+    if kind == "layer":
+        return nn.LayerNorm(width)
+    return nn.Identity()
 
 
 class MLP(nn.Module):
-    """A feed-forward network of Linear-ReLU(-Dropout) blocks ending in raw logits.
+    """A feed-forward network of Linear-(Norm)-ReLU-(Dropout) blocks ending in raw logits.
 
     Args:
         input_dim: Number of input features (from the feature spec).
         hidden: Width of each hidden layer.
         dropout: Dropout probability after each hidden activation (0 disables it).
-        output_dim: Number of logits; 1 for binary classification.
+        norm: ``none``, ``batch`` or ``layer`` normalisation before each activation.
+        output_dim: Number of outputs (set by the trainer from the task: 1 for binary and
+            regression, the class count for multiclass).
     """
 
     def __init__(
@@ -31,13 +45,17 @@ class MLP(nn.Module):
         input_dim: int,
         hidden: Sequence[int] = (64, 64),
         dropout: float = 0.0,
+        norm: str = "none",
         output_dim: int = 1,
     ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         width = input_dim
         for size in hidden:
-            layers += [nn.Linear(width, int(size)), nn.ReLU()]
+            layers.append(nn.Linear(width, int(size)))
+            if norm != "none":
+                layers.append(_norm(norm, int(size)))
+            layers.append(nn.ReLU())
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))
             width = int(size)
@@ -49,8 +67,65 @@ class MLP(nn.Module):
         return self.net(x)
 
 
-def build_model(model_cfg: dict[str, Any], input_dim: int) -> nn.Module:
+class _ResidualBlock(nn.Module):
+    def __init__(self, width: int, hidden: int, dropout: float, norm: str) -> None:
+        super().__init__()
+        self.norm = _norm(norm, width)
+        self.up = nn.Linear(width, hidden)
+        self.down = nn.Linear(hidden, width)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.dropout(torch.relu(self.up(self.norm(x))))
+        return x + self.dropout(self.down(h))
+
+
+class TabResNet(nn.Module):
+    """The tabular ResNet of Gorishniy et al. (2021): a residual stream of MLP blocks.
+
+    Each block computes ``x + Dropout(Linear(Dropout(ReLU(Linear(Norm(x))))))``; a final
+    norm and ReLU precede the output layer. A strong, simple baseline for tabular data.
+
+    Args:
+        input_dim: Number of input features (from the feature spec).
+        width: Width of the residual stream.
+        blocks: Number of residual blocks.
+        expansion: Hidden width of each block as a multiple of ``width``.
+        dropout: Dropout probability inside the blocks.
+        norm: ``batch`` or ``layer`` normalisation.
+        output_dim: Number of outputs (set by the trainer from the task).
+    """
+
+    def __init__(
+        self,
+        input_dim: int,
+        width: int = 128,
+        blocks: int = 2,
+        expansion: float = 2.0,
+        dropout: float = 0.1,
+        norm: str = "batch",
+        output_dim: int = 1,
+    ) -> None:
+        super().__init__()
+        if norm == "none":
+            raise ParamError("TabResNet norm 'none' is not supported; use 'batch' or 'layer'")
+        hidden = max(1, int(width * expansion))
+        self.stem = nn.Linear(input_dim, width)
+        self.blocks = nn.Sequential(
+            *(_ResidualBlock(width, hidden, dropout, norm) for _ in range(blocks))
+        )
+        self.head = nn.Sequential(_norm(norm, width), nn.ReLU(), nn.Linear(width, output_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return logits of shape ``[batch, output_dim]``."""
+        return self.head(self.blocks(self.stem(x)))
+
+
+def build_model(model_cfg: dict[str, Any], input_dim: int, output_dim: int = 1) -> nn.Module:
     """Instantiate ``model_cfg`` (a plain dict with ``_target_``) for ``input_dim`` features.
+
+    ``output_dim`` (the task's output count) is passed only when it is not 1, so models
+    written for one logit need not take it.
 
     Raises:
         ParamError: ``_target_`` is missing, cannot be imported or instantiated with these
@@ -64,7 +139,8 @@ def build_model(model_cfg: dict[str, Any], input_dim: int) -> nn.Module:
         )
     target = model_cfg["_target_"]
     try:
-        model = hydra.utils.instantiate(model_cfg, input_dim=input_dim, _convert_="all")
+        extra = {"output_dim": output_dim} if output_dim != 1 else {}
+        model = hydra.utils.instantiate(model_cfg, input_dim=input_dim, **extra, _convert_="all")
     except InstantiationException as e:
         raise ParamError(f"cannot build model {target!r}: {_explain(model_cfg, e)}") from e
     if not isinstance(model, nn.Module):

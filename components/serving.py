@@ -19,15 +19,14 @@ import torch
 from torch import nn
 
 from components.errors import ParamError
+from components.model_artifact import scores_from_logits
 
 __all__ = [
     "AUTO_BATCH_SIZES",
     "OPTIMIZATIONS",
-    "TASKS",
     "activation_bytes_per_row",
     "choose_batch_size",
     "optimize_model",
-    "scores_from_logits",
 ]
 
 log = logging.getLogger(__name__)
@@ -36,20 +35,6 @@ log = logging.getLogger(__name__)
 AUTO_BATCH_SIZES = (256, 512, 1024, 2048, 4096, 8192, 16_384, 32_768)
 #: What ``inference.optimize`` may list, applied in this order.
 OPTIMIZATIONS = ("quantize", "torchscript", "compile")
-#: Model tasks named in ``model.json`` (``task``; absent means binary).
-TASKS = ("binary", "multiclass", "regression")
-
-
-def scores_from_logits(task: str, logits: torch.Tensor) -> torch.Tensor:
-    """Scores from a model's logits: binary ``(n,)`` positive-class probabilities,
-    multiclass ``(n, k)`` class probabilities, regression ``(n,)`` predictions."""
-    if task == "binary":
-        return torch.sigmoid(logits[:, 0])
-    if task == "multiclass":
-        return torch.softmax(logits, dim=1)
-    if task == "regression":
-        return logits[:, 0]
-    raise ParamError(f"model task {task!r} is unknown; expected one of {list(TASKS)}")
 
 
 def activation_bytes_per_row(model: nn.Module, input_dim: int) -> int:

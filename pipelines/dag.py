@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipelines.config.schema import Config, ResourceSpec
+from pipelines.tuning import trials
 
 __all__ = [
     "RUN_ID",
@@ -216,9 +217,15 @@ def build_dag(config: Config) -> Dag:
     if "etl" in stages:
         builder.add_etl()
     if "train" in stages:
+        if config.cv.enabled:
+            builder.add_cv()
+        if config.tune.enabled:
+            builder.add_tune()
         builder.add_train()
     if "evaluate" in stages:
         builder.add_evaluate()
+        if config.evaluate.gate.metric is not None:
+            builder.add_gate()
     if "infer" in stages:
         builder.add_infer()
     return Dag(config.name, tuple(builder.steps), run_date=config.run_date)
@@ -230,6 +237,8 @@ class _Builder:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.steps: list[Step] = []
+        #: The model inference scores with: the trained one, or the gate's when gated.
+        self.served_model = Ref("train", "model")
 
     def _add(self, name: str, component: str, **kwargs: Any) -> None:
         runtime = self.config.runtime
@@ -312,38 +321,124 @@ class _Builder:
             description="split into train/validation/test and scoring shards; fit features",
         )
 
+    def _train_params(self, step_name: str) -> dict[str, Any]:
+        """Params of a training step (train, or a CV fold / tuning trial branch)."""
+        trainer = dataclasses.asdict(self.config.trainer)
+        trainer.update(seed=self.config.seed, threads=self._resources(step_name).threads)
+        return {
+            "model": dict(self.config.model),
+            "trainer": trainer,
+            "target": self.config.data.target,
+            "task": self.config.data.task,
+        }
+
+    def _cv_params(self) -> dict[str, Any]:
+        cv = self.config.cv
+        return {
+            "folds": cv.folds,
+            "stratify": cv.stratify,
+            "group_column": cv.group_column,
+            "seed": self.config.seed,
+        }
+
+    def _etl_inputs(self) -> dict[str, Ref | Uri]:
+        return {"dataset": Ref("etl", "dataset"), "feature_spec": Ref("etl", "feature_spec")}
+
+    def add_cv(self) -> None:
+        cv = self.config.cv
+        self._add(
+            "cv_train",
+            "components.train:run",
+            params=self._train_params("cv_train") | {"cv": self._cv_params()},
+            inputs=self._etl_inputs(),
+            outputs=("model",),
+            fan_out=FanOut("variant", tuple({"fold": k} for k in range(cv.folds)), cv.parallelism),
+            description=f"train on {cv.folds - 1} of {cv.folds} folds of the train split, "
+            "validate on the held-out one",
+        )
+        self._add(
+            "cv_aggregate",
+            "components.cv:run",
+            params={"folds": cv.folds},
+            inputs={"models": Ref("cv_train", "model")},
+            outputs=("report",),
+            description="mean and standard deviation of every fold's validation metrics",
+        )
+
+    def add_tune(self) -> None:
+        tune = self.config.tune
+        drawn = trials(
+            tune.space,
+            search=tune.search,
+            n_trials=tune.n_trials,
+            seed=self.config.seed if tune.seed is None else tune.seed,
+        )
+        folds = range(self.config.cv.folds) if tune.cv else (None,)
+        items = tuple(
+            {"trial": index, "overrides": overrides} | ({} if fold is None else {"fold": fold})
+            for index, overrides in enumerate(drawn)
+            for fold in folds
+        )
+        params = self._train_params("tune_trial")
+        if tune.cv:
+            params["cv"] = self._cv_params()
+        self._add(
+            "tune_trial",
+            "components.train:run",
+            params=params,
+            inputs=self._etl_inputs(),
+            outputs=("model",),
+            fan_out=FanOut("variant", items, tune.parallelism),
+            description=f"one of {len(drawn)} {tune.search} search trials"
+            + (f" x {self.config.cv.folds} folds" if tune.cv else ""),
+        )
+        self._add(
+            "tune_select",
+            "components.tune:run",
+            params={"objective": tune.objective, "direction": tune.direction},
+            inputs={"models": Ref("tune_trial", "model")},
+            outputs=("best",),
+            description=f"rank trials by {tune.objective} ({tune.direction}); pick the best",
+        )
+
     def add_train(self) -> None:
-        trainer = self.config.trainer
+        inputs = self._etl_inputs()
+        if self.config.tune.enabled:
+            inputs["best"] = Ref("tune_select", "best")
         self._add(
             "train",
             "components.train:run",
-            params={
-                "model": dict(self.config.model),
-                "trainer": {
-                    "epochs": trainer.epochs,
-                    "batch_size": trainer.batch_size,
-                    "lr": trainer.lr,
-                    "weight_decay": trainer.weight_decay,
-                    "optimizer": trainer.optimizer,
-                    "seed": self.config.seed,
-                    "threads": self._resources("train").threads,
-                },
-                "target": self.config.data.target,
-            },
-            inputs={"dataset": Ref("etl", "dataset"), "feature_spec": Ref("etl", "feature_spec")},
+            params=self._train_params("train"),
+            inputs=inputs,
             outputs=("model",),
-            description="train the model on the train split, early metrics on validation",
+            description="train the model on the train split, early metrics on validation"
+            + (" (with the best trial's hyperparameters)" if "best" in inputs else ""),
         )
 
     def add_evaluate(self) -> None:
         self._add(
             "evaluate",
             "components.evaluate:run",
-            params={"split": "test", "threshold": self.config.inference.threshold},
+            params={
+                "split": self.config.evaluate.split,
+                "threshold": self.config.inference.threshold,
+            },
             inputs={"dataset": Ref("etl", "dataset"), "model": Ref("train", "model")},
             outputs=("metrics",),
             description="test-split metrics of the trained model",
         )
+
+    def add_gate(self) -> None:
+        gate = self.config.evaluate.gate
+        self._add(
+            "gate",
+            "components.evaluate:gate",
+            params={"metric": gate.metric, "min": gate.min, "max": gate.max},
+            inputs={"evaluation": Ref("evaluate", "metrics"), "model": Ref("train", "model")},
+            outputs=("model",),
+            description=f"stop before inference unless test {gate.metric} is good enough",
+        )
+        self.served_model = Ref("gate", "model")
 
     def add_infer(self) -> None:
         """The scoring fan-out and its publish step.
@@ -352,9 +447,7 @@ class _Builder:
         for a scoring-only run, from ``inference.model_uri`` / ``inference.data_uri``.
         """
         inference, stages = self.config.inference, set(self.config.stages)
-        model: Ref | Uri = (
-            Ref("train", "model") if "train" in stages else Uri(str(inference.model_uri))
-        )
+        model: Ref | Uri = self.served_model if "train" in stages else Uri(str(inference.model_uri))
         scoring: Ref | Uri = (
             Ref("etl", "scoring") if "etl" in stages else Uri(str(inference.data_uri))
         )

@@ -104,7 +104,7 @@ BAD_CONFIGS = [
     (["publish.retention=0"], "publish.retention", ">= 1"),
     (["stages=[etl,etl]"], "stages", "each stage at most once"),
     (["stages=etl"], "stages", "a list such as [a,b], got 'etl'"),
-    (["model=nope"], "model", "one of mlp, got 'nope'"),
+    (["model=nope"], "model", "one of mlp, resnet, got 'nope'"),
     (["model._target_=MLP"], "model._target_", "import path of a model class"),
     (["model._target_=nopkg.models.MLP"], "model._target_", "path of an importable model class"),
     (["+model.hiden=[8]"], "model.hiden", "an argument of components.models.MLP: hidden, dropout"),

@@ -102,7 +102,8 @@ def test_dag_tree_shows_resources_and_fan_outs(kfbatch) -> None:
 
 def test_every_step_has_a_resources_entry() -> None:
     steps = {f.name for f in dataclasses.fields(StepResources)}
-    assert {step.name for step in _dag().steps} == steps
+    everything = _dag("cv.enabled=true", "tune.enabled=true", "evaluate=gated")
+    assert {step.name for step in everything.steps} == steps
 
 
 def test_scoring_only_run_reads_the_model_and_data_from_outside() -> None:

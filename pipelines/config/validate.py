@@ -59,6 +59,7 @@ def validate(container: Mapping[str, Any]) -> None:
     _check_inference(container["inference"], container["stages"])
     _check_model(container["model"])
     _check_resources(container["resources"])
+    _check_training(container)
     _check_secrets(container["kubeflow"]["secrets"])
     if container["schedule"]["cron"]:
         to_kfp_cron(container["schedule"]["cron"])
@@ -255,6 +256,52 @@ def _check_model(model: Mapping[str, Any]) -> None:
             did_you_mean = f" (did you mean '{hint[0]}'?)" if hint else ""
             expected = f"an argument of {target}: {', '.join(settable)}{did_you_mean}"
             raise ConfigError(f"model.{key}", expected, key)
+
+
+#: Metrics the evaluate step reports per task (what ``evaluate.gate.metric`` may name).
+TEST_METRICS = {
+    "binary": ("accuracy", "precision", "recall", "f1", "roc_auc", "log_loss"),
+    "multiclass": ("accuracy", "f1", "f1_macro", "f1_weighted", "roc_auc", "log_loss"),
+    "regression": ("mae", "rmse", "r2"),
+}
+#: Validation metrics the train step reports per task (what tuning may optimise).
+VALIDATION_METRICS = {
+    "binary": ("val_loss", "val_roc_auc", "val_accuracy"),
+    "multiclass": ("val_loss", "val_accuracy", "val_f1_macro"),
+    "regression": ("val_loss", "val_rmse", "val_mae", "val_r2"),
+}
+
+
+def _check_training(container: Mapping[str, Any]) -> None:
+    """Tuning space and objective, early stopping metric and gate fit the task."""
+    from pipelines.tuning import trials
+
+    task = container["data"]["task"]
+    known = VALIDATION_METRICS[task]
+    stop = container["trainer"]["early_stopping"]["metric"]
+    if stop is not None and stop not in known:
+        raise ConfigError(
+            "trainer.early_stopping.metric", f"a {task} validation metric: {', '.join(known)}", stop
+        )
+    tune = container["tune"]
+    if tune["enabled"]:
+        if tune["objective"] not in known:
+            raise ConfigError(
+                "tune.objective",
+                f"a {task} validation metric: {', '.join(known)}",
+                tune["objective"],
+            )
+        trials(tune["space"], search=tune["search"], n_trials=tune["n_trials"], seed=0)
+    gate = container["evaluate"]["gate"]
+    if gate["metric"] is not None:
+        if gate["metric"] not in TEST_METRICS[task]:
+            raise ConfigError(
+                "evaluate.gate.metric",
+                f"a {task} test metric: {', '.join(TEST_METRICS[task])}",
+                gate["metric"],
+            )
+        if gate["min"] is None and gate["max"] is None:
+            raise ConfigError("evaluate.gate", "a min and/or a max for the metric", dict(gate))
 
 
 def _check_resources(resources: Mapping[str, Any]) -> None:

@@ -78,13 +78,13 @@ from pipelines.config.schema import Config
 from pipelines.dag import RUN_DATE, RUN_ID, Dag, Ref, Step, Uri, build_dag, memory_bytes
 from pipelines.errors import KfbatchError
 from pipelines.kubeflow.launch import RUN_DATE_TOKEN, RUN_ID_TOKEN
-from pipelines.kubeflow.tasks import CHECKPOINTING, DECLARATIONS
+from pipelines.kubeflow.tasks import CHECKPOINTING, DECLARATIONS, GATES
 from pipelines.kubeflow.trainjob import DISTRIBUTED_ENV, distributed_settings
 
 __all__ = ["compile_pipeline", "write_pipeline"]
 
-#: Tells the training task where ``kubeflow.checkpoint_pvc`` is mounted. Nothing reads it
-#: yet: the trainer checkpoints once distributed training lands.
+#: Tells the training task where ``kubeflow.checkpoint_pvc`` is mounted; the trainer keeps
+#: its checkpoints there (under a key of its params and data), so a retried pod resumes.
 CHECKPOINT_DIR_ENV = "KFBATCH_CHECKPOINT_DIR"
 #: The default accelerator resource when a step asks for GPUs without naming one.
 DEFAULT_ACCELERATOR = "nvidia.com/gpu"
@@ -151,11 +151,22 @@ def _build_pipeline(config: Config) -> Any:
         else inspect.Signature.empty
     )
 
+    gated = _gated_steps(dag)
+
     def pipeline(*arguments: str) -> Any:
         values = dict(zip(plan.parameter_names, arguments, strict=True))
         tasks: dict[str, Any] = {}
         for step in dag.steps:
-            tasks[step.name] = _add_task(plan, step, tasks, values)
+            if step.name not in gated:
+                tasks[step.name] = _add_task(plan, step, tasks, values)
+        if gated:
+            # One condition around everything downstream of the gate (kfp refuses data
+            # passed between tasks of different condition groups).
+            gate = next(s for s in dag.steps if s.component in GATES)
+            with dsl.If(tasks[gate.name].outputs["Output"] == True, name="gate passed"):  # noqa: E712
+                for step in dag.steps:
+                    if step.name in gated:
+                        tasks[step.name] = _add_task(plan, step, tasks, values)
         if not final_outputs:
             return None
         return outputs_type(
@@ -402,8 +413,20 @@ def _uri_parameters(dag: Dag) -> dict[tuple[str, str], tuple[str, str]]:
     return {(s, n): (f"{s}_{n}_uri".replace("-", "_"), uri) for s, n, uri in found}
 
 
+def _gated_steps(dag: Dag) -> set[str]:
+    """Steps downstream of a gate step: they run only when the gate passes."""
+    gated: set[str] = set()
+    gates = {step.name for step in dag.steps if step.component in GATES}
+    for step in dag.steps:
+        if any(up in gates or up in gated for up in dag.upstream(step)):
+            gated.add(step.name)
+    return gated
+
+
 def _final_outputs(dag: Dag) -> tuple[tuple[str, tuple[str, str]], ...]:
-    """Pipeline output name -> (step, output) for outputs no step reads (fan-outs excluded)."""
+    """Pipeline output name -> (step, output) for outputs no step reads (fan-outs and
+    steps under a gate's condition excluded: kfp returns only unconditional outputs)."""
+    gated = _gated_steps(dag)
     read = {
         (ref.step, ref.output)
         for step in dag.steps
@@ -413,7 +436,7 @@ def _final_outputs(dag: Dag) -> tuple[tuple[str, tuple[str, str]], ...]:
     return tuple(
         (f"{step.name}_{output}".replace("-", "_"), (step.name, output))
         for step in dag.steps
-        if step.fan_out is None
+        if step.fan_out is None and step.name not in gated
         for output in step.outputs
         if (step.name, output) not in read
     )

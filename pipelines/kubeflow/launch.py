@@ -209,7 +209,9 @@ def log_evaluation(
     roc = evaluation.get("roc_curve")
     if classification is not None:
         if matrix is not None:
-            classification.log_confusion_matrix(CLASS_NAMES, matrix)
+            classes = evaluation.get("classes") or []
+            names = CLASS_NAMES if len(classes) == 2 or not classes else [str(c) for c in classes]
+            classification.log_confusion_matrix(names, matrix)
         if roc:
             thresholds = [_finite(t) for t in roc["thresholds"]]
             classification.log_roc_curve(roc["fpr"], roc["tpr"], thresholds)
@@ -234,15 +236,17 @@ def _markdown(evaluation: Mapping[str, Any]) -> str:
     ]
     matrix = evaluation.get("confusion_matrix")
     if matrix is not None:
-        (tn, fp), (fn, tp) = matrix
+        names = [str(c) for c in evaluation.get("classes") or range(len(matrix))]
         lines += [
             "",
             "## Confusion matrix (rows: actual, columns: predicted)",
             "",
-            "| | predicted 0 | predicted 1 |",
-            "| --- | --- | --- |",
-            f"| actual 0 | {tn} | {fp} |",
-            f"| actual 1 | {fn} | {tp} |",
+            "| | " + " | ".join(f"predicted {n}" for n in names) + " |",
+            "| --- " * (len(names) + 1) + "|",
+            *(
+                f"| actual {n} | " + " | ".join(str(v) for v in row) + " |"
+                for n, row in zip(names, matrix, strict=True)
+            ),
         ]
     return "\n".join(lines) + "\n"
 

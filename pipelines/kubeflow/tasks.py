@@ -40,19 +40,28 @@ from kfp.dsl import (
     Output,
 )
 
+#: Rule added for the evaluation gate: a step that gates what follows returns a ``bool``
+#: output parameter; the compiler puts every step downstream of it under ``dsl.If``.
+
 __all__ = [
     "CHECKPOINTING",
     "DECLARATIONS",
+    "GATES",
+    "cv_aggregate",
     "datagen",
     "etl",
     "etl_uri",
     "evaluate",
+    "gate",
     "infer",
     "infer_model_uri",
     "infer_uri",
     "publish",
     "publish_uri",
     "train",
+    "train_tuned",
+    "train_variant",
+    "tune_select",
 ]
 
 
@@ -123,6 +132,99 @@ def train(
         outputs={"model": model},
         metrics=metrics,
     )
+
+
+def train_variant(
+    component: str,
+    params: str,
+    variant: dict,
+    dataset: Input[Dataset],
+    feature_spec: Input[Artifact],
+    model: Output[Model],
+    metrics: Output[Metrics],
+):
+    """Train one cross-validation fold or tuning trial (the fan-out item ``variant``)."""
+    from pipelines.kubeflow.launch import launch
+
+    launch(
+        component,
+        params,
+        inputs={"dataset": dataset, "feature_spec": feature_spec},
+        outputs={"model": model},
+        metrics=metrics,
+        overrides={"variant": variant},
+    )
+
+
+def train_tuned(
+    component: str,
+    params: str,
+    dataset: Input[Dataset],
+    feature_spec: Input[Artifact],
+    best: Input[Artifact],
+    model: Output[Model],
+    metrics: Output[Metrics],
+):
+    """Train the final model with the best tuning trial's hyperparameters."""
+    from pipelines.kubeflow.launch import launch
+
+    launch(
+        component,
+        params,
+        inputs={"dataset": dataset, "feature_spec": feature_spec, "best": best},
+        outputs={"model": model},
+        metrics=metrics,
+    )
+
+
+def cv_aggregate(
+    component: str,
+    params: str,
+    models: Input[list[Model]],
+    report: Output[Artifact],
+    metrics: Output[Metrics],
+):
+    """Mean and standard deviation of every fold's validation metrics, and a plot."""
+    from pipelines.kubeflow.launch import launch
+
+    launch(
+        component, params, inputs={"models": models}, outputs={"report": report}, metrics=metrics
+    )
+
+
+def tune_select(
+    component: str,
+    params: str,
+    models: Input[list[Model]],
+    best: Output[Artifact],
+    metrics: Output[Metrics],
+):
+    """Rank the tuning trials by the objective; write the results table and the best trial."""
+    from pipelines.kubeflow.launch import launch
+
+    launch(component, params, inputs={"models": models}, outputs={"best": best}, metrics=metrics)
+
+
+def gate(
+    component: str,
+    params: str,
+    evaluation: Input[Metrics],
+    model: Input[Model],
+    model_out: Output[Model],
+    metrics: Output[Metrics],
+) -> bool:
+    """Whether the evaluated model may go on to inference (the compiler branches on it)."""
+    from pipelines.kubeflow.launch import launch
+
+    results = launch(
+        component,
+        params,
+        inputs={"evaluation": evaluation, "model": model},
+        outputs={"model": model_out},
+        metrics=metrics,
+        overrides={"raise_when_closed": False},
+    )
+    return bool(results["passed"])
 
 
 def evaluate(
@@ -273,11 +375,17 @@ def publish_uri(
 DECLARATIONS: dict[str, tuple[Callable[..., None], ...]] = {
     "components.datagen:run": (datagen,),
     "components.etl:run": (etl, etl_uri),
-    "components.train:run": (train,),
+    "components.train:run": (train, train_variant, train_tuned),
+    "components.cv:run": (cv_aggregate,),
+    "components.tune:run": (tune_select,),
     "components.evaluate:run": (evaluate,),
+    "components.evaluate:gate": (gate,),
     "components.infer:run": (infer, infer_model_uri, infer_uri),
     "components.publish:run": (publish, publish_uri),
 }
+
+#: Components whose ``bool`` result gates the steps downstream of them (``dsl.If``).
+GATES = frozenset({"components.evaluate:gate"})
 
 #: Components that keep checkpoints: their tasks mount ``kubeflow.checkpoint_pvc``.
 CHECKPOINTING = frozenset({"components.train:run"})

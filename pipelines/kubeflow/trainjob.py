@@ -79,7 +79,7 @@ log = logging.getLogger("kfbatch.trainjob")
 #: address) from the ``PET_*`` variables that Kubeflow Trainer's torch plugin sets (for a
 #: PyTorchJob see :data:`PYTORCHJOB_RENDEZVOUS`), then starts ``procs_per_node`` ranks of
 #: the train component's distributed entry. The one place to point at another entry module.
-TRAIN_ENTRY: tuple[str, ...] = ("torchrun", "-m", "components.train_entry")
+TRAIN_ENTRY: tuple[str, ...] = ("torchrun", "-m", "components.train")
 #: The training operator (PyTorchJob) sets ``PET_NNODES``, ``PET_NPROC_PER_NODE`` and
 #: ``PET_NODE_RANK`` but the master's address only as ``MASTER_ADDR``/``MASTER_PORT``, which
 #: torchrun does not read: the kubelet substitutes them into these arguments.

@@ -144,12 +144,16 @@ def timeline_picture(facts: RunFacts) -> str | None:
 
 
 def training_picture(training: dict[str, Any]) -> str | None:
-    """Train and validation loss, and validation ROC AUC, per epoch."""
+    """Train and validation loss, and the task's main validation score, per epoch."""
     history = training.get("history") or []
     if not history:
         return None
     plt = _pyplot()
     epochs = [h["epoch"] for h in history]
+    score = next(
+        (k for k in ("val_roc_auc", "val_accuracy", "val_rmse") if any(k in h for h in history)),
+        "val_loss",
+    )
     figure, (loss, auc) = plt.subplots(1, 2, figsize=(9, 3))
     for key, label in (("train_loss", "train"), ("val_loss", "validation")):
         if any(key in h for h in history):
@@ -157,8 +161,8 @@ def training_picture(training: dict[str, Any]) -> str | None:
     loss.set_title("loss", fontsize=10)
     loss.set_xlabel("epoch")
     loss.legend(fontsize=8, frameon=False)
-    auc.plot(epochs, [h.get("val_roc_auc") for h in history], marker="o", color="#2f9e5b")
-    auc.set_title("validation ROC AUC", fontsize=10)
+    auc.plot(epochs, [h.get(score) for h in history], marker="o", color="#2f9e5b")
+    auc.set_title(score.replace("val_", "validation ").replace("_", " "), fontsize=10)
     auc.set_xlabel("epoch")
     for axes in (loss, auc):
         axes.grid(alpha=0.3)

@@ -8,6 +8,7 @@ out, and with it the section that would show it.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import shlex
@@ -84,6 +85,8 @@ class RunFacts:
     training: dict[str, Any] = field(default_factory=dict)
     evaluation: dict[str, Any] = field(default_factory=dict)
     inference: dict[str, Any] = field(default_factory=dict)
+    cv: dict[str, Any] = field(default_factory=dict)
+    tuning: dict[str, Any] = field(default_factory=dict)
 
     def nodes_of(self, module: str) -> list[NodeView]:
         """The nodes whose component lives in ``components.<module>``."""
@@ -122,6 +125,8 @@ def collect(run_dir: Path) -> RunFacts:
     for section, reader in (
         ("data", _data),
         ("training", _training),
+        ("cv", _cv),
+        ("tuning", _tuning),
         ("evaluation", _evaluation),
         ("inference", _inference),
     ):
@@ -225,9 +230,14 @@ def _read_json(path: Path) -> Any:
         return None
 
 
-def _output(facts: RunFacts, module: str, name: str, file: str) -> tuple[Any, str] | None:
-    """The JSON ``file`` of output ``name`` of the first ``components.<module>`` node."""
+def _output(
+    facts: RunFacts, module: str, name: str, file: str, *, step: str | None = None
+) -> tuple[Any, str] | None:
+    """The JSON ``file`` of output ``name`` of the first ``components.<module>`` node
+    (of DAG step ``step`` when given: CV folds and tuning trials also run ``train``)."""
     for node in facts.nodes_of(module):
+        if step is not None and node.step != step:
+            continue
         if node.status not in ("succeeded", "cached"):
             continue
         for output, href in node.outputs:
@@ -278,12 +288,17 @@ def _data(facts: RunFacts) -> dict[str, Any]:
 
 
 def _training(facts: RunFacts) -> dict[str, Any]:
-    model = _output(facts, "train", "model", "model.json")
+    model = _output(facts, "train", "model", "model.json", step="train")
     if not model:
         return {}
     model, href = model
+    history = model.get("history", [])
+    columns = list(dict.fromkeys(k for h in history for k in h if k != "epoch"))
     return {
-        "history": model.get("history", []),
+        "history": history,
+        "columns": columns,
+        "task": model.get("task", "binary"),
+        "tuned": model.get("tuned"),
         "metrics": model.get("metrics", {}),
         "version": model.get("version", ""),
         "model": model.get("model", {}),
@@ -292,6 +307,46 @@ def _training(facts: RunFacts) -> dict[str, Any]:
 
 
 _CONFUSION = ("tn", "fp", "fn", "tp")  # shown as the confusion matrix
+
+
+def _cv(facts: RunFacts) -> dict[str, Any]:
+    found = _output(facts, "cv", "report", "cv.json")
+    if not found:
+        return {}
+    report, href = found
+    folder = facts.run_dir / href.rsplit("/", 1)[0]
+    return {
+        "folds": report.get("folds", []),
+        "summary": report.get("summary", {}),
+        "plot": _png_uri(folder / "cv.png"),
+        "href": href,
+    }
+
+
+def _tuning(facts: RunFacts) -> dict[str, Any]:
+    found = _output(facts, "tune", "best", "results.json")
+    if not found:
+        return {}
+    results, href = found
+    folder = facts.run_dir / href.rsplit("/", 1)[0]
+    trials = results.get("trials", [])
+    params = list(dict.fromkeys(k for t in trials for k in t if k.startswith("param:")))
+    return {
+        "objective": results.get("objective"),
+        "direction": results.get("direction"),
+        "trials": sorted(trials, key=lambda t: t.get("rank", 0)),
+        "params": params,
+        "best": _read_json(folder / "best.json") or {},
+        "plot": _png_uri(folder / "results.png"),
+        "href": href,
+    }
+
+
+def _png_uri(path: Path) -> str | None:
+    """A PNG a step wrote, as a data URI (the report embeds its pictures)."""
+    if not path.is_file():
+        return None
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
 
 
 def _evaluation(facts: RunFacts) -> dict[str, Any]:
@@ -310,6 +365,8 @@ def _evaluation(facts: RunFacts) -> dict[str, Any]:
         "threshold": metrics.get("threshold"),
         "model_version": metrics.get("model_version"),
         "confusion": metrics.get("confusion_matrix"),
+        "classes": metrics.get("classes") or ["0", "1"],
+        "task": metrics.get("task", "binary"),
         "roc": metrics.get("roc_curve"),
         "href": href,
     }

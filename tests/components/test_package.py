@@ -10,7 +10,10 @@ import pytest
 from components.errors import ParamError, PermanentError
 from components.models import MLP, build_model
 
-MLP_ARGS = "it accepts ['hidden', 'dropout', 'output_dim'] (input_dim is set from the feature spec)"
+MLP_ARGS = (
+    "it accepts ['hidden', 'dropout', 'norm', 'output_dim'] (input_dim is set from the feature "
+    "spec)"
+)
 
 
 @pytest.mark.parametrize(

@@ -105,3 +105,32 @@ def test_unknown_model_argument_fails_before_training(pipeline: Pipeline, tmp_pa
     with pytest.raises(ParamError, match=r"unknown argument 'hiden'; it accepts \['hidden'"):
         train.run(inputs, params, {"model": str(tmp_path / "m")})
     assert not (tmp_path / "m" / "model.json").exists()
+
+
+def test_early_stopping_keeps_the_best_epoch(pipeline: Pipeline, tmp_path: Path) -> None:
+    inputs = {"dataset": str(pipeline.dataset), "feature_spec": str(pipeline.feature_spec)}
+    params = train_params(
+        epochs=30,
+        lr=0.05,  # too high: validation loss soon stops improving
+        early_stopping={"metric": "val_loss", "mode": "min", "patience": 2, "min_delta": 0.0},
+    )
+    metrics = train.run(inputs, params, {"model": str(tmp_path / "m")})
+    history = json.loads((tmp_path / "m" / "history.json").read_text())
+    assert metrics["epochs"] == len(history) < 30
+    best = min(history, key=lambda h: h["val_loss"])
+    assert metrics["best_epoch"] == best["epoch"] == len(history) - 2
+    assert metrics["val_loss"] == best["val_loss"]
+    evaluated = load_model(str(tmp_path / "m"))[2]["metrics"]
+    assert evaluated["best_epoch"] == best["epoch"]
+
+
+def test_cosine_schedule_with_warmup_decays_the_learning_rate(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    inputs = {"dataset": str(pipeline.dataset), "feature_spec": str(pipeline.feature_spec)}
+    params = train_params(epochs=4, lr=0.01, schedule="cosine", warmup_steps=10)
+    train.run(inputs, params, {"model": str(tmp_path / "m")})
+    lrs = [h["lr"] for h in json.loads((tmp_path / "m" / "history.json").read_text())]
+    assert (
+        lrs == sorted(lrs, reverse=True) and lrs[0] < 0.01 and lrs[-1] == pytest.approx(0, abs=1e-9)
+    )

@@ -46,7 +46,7 @@ COMMON: dict[str, Any] = {
     "namespace": "team-ml",
     "image": "ghcr.io/kfbatch/kfbatch:0.1.0",
     "command": ["torchrun"],
-    "args": ["-m", "components.train_entry"],
+    "args": ["-m", "components.train"],
     "nodes": 3,
     "procs_per_node": 2,
     "resources": GPU,
