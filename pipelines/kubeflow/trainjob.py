@@ -253,23 +253,12 @@ def build_trainjob(
     """
     _check_name(name)
     pod_volumes, mounts = _volumes(volumes)
-    pod_spec: dict[str, Any] = {
-        "containers": [
-            {
-                "name": TRAINJOB_CONTAINER,
-                "securityContext": container_security_context(),
-                "volumeMounts": mounts,
-            }
-        ],
-        "securityContext": pod_security_context(),
-        "volumes": pod_volumes,
+    container = {
+        "name": TRAINJOB_CONTAINER,
+        "securityContext": container_security_context(),
+        "volumeMounts": mounts,
     }
-    if resources.node_selector:
-        pod_spec["nodeSelector"] = dict(resources.node_selector)
-    if resources.tolerations:
-        pod_spec["tolerations"] = tolerations(resources)
-    if service_account:
-        pod_spec["serviceAccountName"] = service_account
+    pod_spec = _pod_spec(container, pod_volumes, resources, service_account)
     spec: dict[str, Any] = {
         "runtimePatches": [
             {
@@ -347,17 +336,7 @@ def build_pytorchjob(
         "securityContext": container_security_context(),
         "volumeMounts": mounts,
     }
-    pod_spec: dict[str, Any] = {
-        "containers": [container],
-        "securityContext": pod_security_context(),
-        "volumes": pod_volumes,
-    }
-    if resources.node_selector:
-        pod_spec["nodeSelector"] = dict(resources.node_selector)
-    if resources.tolerations:
-        pod_spec["tolerations"] = tolerations(resources)
-    if service_account:
-        pod_spec["serviceAccountName"] = service_account
+    pod_spec = _pod_spec(container, pod_volumes, resources, service_account)
 
     def replica(count: int) -> dict[str, Any]:
         return {"replicas": count, "restartPolicy": "Never", "template": {"spec": pod_spec}}
@@ -418,6 +397,27 @@ def build_training_job(
     if kf.training_api == "pytorchjob":
         return build_pytorchjob(**common)
     return build_trainjob(runtime=kf.training_runtime, **common)
+
+
+def _pod_spec(
+    container: dict[str, Any],
+    volumes: list[dict[str, Any]],
+    resources: Resources,
+    service_account: str | None,
+) -> dict[str, Any]:
+    """A training pod's spec: one container, the volumes, scheduling and identity."""
+    pod_spec: dict[str, Any] = {
+        "containers": [container],
+        "securityContext": pod_security_context(),
+        "volumes": volumes,
+    }
+    if resources.node_selector:
+        pod_spec["nodeSelector"] = dict(resources.node_selector)
+    if resources.tolerations:
+        pod_spec["tolerations"] = tolerations(resources)
+    if service_account:
+        pod_spec["serviceAccountName"] = service_account
+    return pod_spec
 
 
 def train_command(

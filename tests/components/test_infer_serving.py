@@ -16,12 +16,8 @@ from torch import nn
 
 from components import infer, publish
 from components.errors import DataError, ParamError
-from components.serving import (
-    activation_bytes_per_row,
-    choose_batch_size,
-    optimize_model,
-    scores_from_logits,
-)
+from components.model_artifact import scores_from_logits
+from components.serving import activation_bytes_per_row, choose_batch_size, optimize_model
 
 from .helpers import Pipeline
 
@@ -163,7 +159,7 @@ def test_scores_from_logits_per_task() -> None:
     torch.testing.assert_close(scores_from_logits("binary", logits), torch.sigmoid(logits[:, 0]))
     assert scores_from_logits("multiclass", logits).sum(dim=1).tolist() == pytest.approx([1, 1])
     assert scores_from_logits("regression", logits).tolist() == [0.0, 2.0]
-    with pytest.raises(ParamError, match="model task 'ranking' is unknown"):
+    with pytest.raises(DataError, match="model task .ranking. is unknown"):
         scores_from_logits("ranking", logits)
 
 
