@@ -159,7 +159,7 @@ def test_scores_from_logits_per_task() -> None:
     torch.testing.assert_close(scores_from_logits("binary", logits), torch.sigmoid(logits[:, 0]))
     assert scores_from_logits("multiclass", logits).sum(dim=1).tolist() == pytest.approx([1, 1])
     assert scores_from_logits("regression", logits).tolist() == [0.0, 2.0]
-    with pytest.raises(DataError, match="model task .ranking. is unknown"):
+    with pytest.raises(DataError, match="model task 'ranking' is unknown"):
         scores_from_logits("ranking", logits)
 
 
