@@ -23,6 +23,7 @@ import logging
 import os
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -400,11 +401,18 @@ def _write_outputs(
     profile: Profile,
 ) -> tuple[int, list[int], list[int]]:
     """Route every row to its split and scoring shard; return (rows, split rows, shard rows)."""
+    # One encoding thread for the splits and one for the shards (each keeps its files' row
+    # groups in order); both overlap with parsing in this thread (PERF-NOTES: encoding is
+    # 40-50% of a CSV -> Parquet pass).
+    split_pool = ThreadPoolExecutor(1, thread_name_prefix="etl-splits")
+    shard_pool = ThreadPoolExecutor(1, thread_name_prefix="etl-shards")
     split_sinks = [
-        ParquetSink(os.path.join(dataset_dir, s, "part-00000.parquet"), schema) for s in SPLITS
+        ParquetSink(os.path.join(dataset_dir, s, "part-00000.parquet"), schema, executor=split_pool)
+        for s in SPLITS
     ]
     shard_sinks = [
-        ParquetSink(scoring_shard_path(scoring_dir, k), schema) for k in range(settings.shards)
+        ParquetSink(scoring_shard_path(scoring_dir, k), schema, executor=shard_pool)
+        for k in range(settings.shards)
     ]
     sinks = split_sinks + shard_sinks
     hasher = _RowHasher(settings)
@@ -429,6 +437,9 @@ def _write_outputs(
         for sink in sinks:
             sink.abort()
         raise
+    finally:
+        split_pool.shutdown()
+        shard_pool.shutdown()
 
 
 def _conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:

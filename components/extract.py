@@ -545,11 +545,10 @@ def _infer_text(column: pa.Array) -> pa.DataType:
             return candidate
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             pass
-        if (
-            len(_failing_positions(sample, candidate, limit=len(sample) // 100 + 1))
-            <= len(sample) // 100
-            and len(sample) >= 3
-        ):
+        if len(sample) < 100 or len(_failing_positions(sample[:100], candidate, limit=1)) > 1:
+            continue  # most values fail: not this type (checked on a few values first)
+        allowed = len(sample) // 100
+        if len(_failing_positions(sample, candidate, limit=allowed)) <= allowed:
             return candidate
     return pa.string()
 
