@@ -15,6 +15,7 @@ by column, so one bad value costs one row, not the whole file.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import io
 import json
 import logging
@@ -220,6 +221,13 @@ def read_batches(
     """
     reader = {"csv": _read_csv, "jsonl": _read_jsonl, "parquet": _read_parquet}[fmt]
     caster: _Caster | None = None
+    if fmt == "csv":
+        # Types from the first block, so that the CSV reader converts values itself (fast);
+        # it falls back to text plus per-column casts in a file where a value fails.
+        sample = _csv_sample(fs, files[0], options)
+        caster = _Caster(sample.schema, options, files[0])
+        caster(sample, np.zeros(sample.num_rows, dtype=np.int64), files[0], lambda r: None)
+        reader = functools.partial(_read_csv, types=caster.types)
     for path in files:
         for raw, rows in reader(fs, path, options, reject):
             if caster is None:
@@ -275,10 +283,10 @@ def _block_size(fs: pafs.FileSystem, path: str, batch_rows: int) -> int:
     return int(min(max(batch_rows * bytes_per_row, _MIN_BLOCK), _MAX_BLOCK))
 
 
-def _read_csv(
+def _csv_options(
     fs: pafs.FileSystem, path: str, options: SourceOptions, reject: Callable[[Reject], None]
-) -> Iterator[tuple[pa.RecordBatch, np.ndarray]]:
-    """Parse every value as text; rows with the wrong field count are rejected with their line."""
+) -> tuple[pacsv.ReadOptions, pacsv.ParseOptions, list[str]]:
+    """Read and parse options of one CSV file, and its column names."""
     block_size = _block_size(fs, path, options.batch_rows)
     names = list(options.column_names) if options.column_names else None
     read_options = pacsv.ReadOptions(
@@ -297,26 +305,92 @@ def _read_csv(
     )
     with fs.open_input_stream(path) as stream:
         header = stream.read(block_size)
-    header_names = _csv_names(header, read_options, parse_options)
-    convert = pacsv.ConvertOptions(
-        column_types=dict.fromkeys(header_names, pa.string()),
+    return read_options, parse_options, _csv_names(header, read_options, parse_options)
+
+
+def _csv_sample(fs: pafs.FileSystem, path: str, options: SourceOptions) -> pa.RecordBatch:
+    """The first block of a CSV file as text columns (to infer the column types)."""
+    read_options, parse_options, names = _csv_options(fs, path, options, lambda r: None)
+    with fs.open_input_stream(path) as stream:
+        head = stream.read(read_options.block_size)
+    cut = head.rfind(b"\n")
+    quiet = pacsv.ParseOptions(
+        delimiter=parse_options.delimiter,
+        quote_char=parse_options.quote_char,
+        invalid_row_handler=lambda row: "skip",
+    )
+    table = pacsv.read_csv(
+        io.BytesIO(head[: cut + 1] if cut > 0 else head),
+        read_options=read_options,
+        parse_options=quiet,
+        convert_options=_convert(names, dict.fromkeys(names, pa.string()), options),
+    )
+    return _first_batch(table)
+
+
+def _first_batch(table: pa.Table) -> pa.RecordBatch:
+    table = table.combine_chunks()
+    batches = table.to_batches()
+    return batches[0] if batches else pa.RecordBatch.from_pylist([], schema=table.schema)
+
+
+def _convert(
+    names: list[str], types: dict[str, pa.DataType], options: SourceOptions
+) -> pacsv.ConvertOptions:
+    return pacsv.ConvertOptions(
+        column_types={n: types.get(n, pa.string()) for n in names},
         strings_can_be_null=True,
         **({"null_values": list(options.null_values)} if options.null_values else {}),
     )
+
+
+def _read_csv(
+    fs: pafs.FileSystem,
+    path: str,
+    options: SourceOptions,
+    reject: Callable[[Reject], None],
+    *,
+    types: dict[str, pa.DataType],
+) -> Iterator[tuple[pa.RecordBatch, np.ndarray]]:
+    """Parse with the given column types; rows with the wrong field count are rejected.
+
+    When a value fails to convert, the reader cannot go on: the file is read again as text
+    from the start, the rows already yielded are skipped, and the caster rejects the rows
+    with bad values one by one.
+    """
+    seen_lines: set[int] = set()
+
+    def once(r: Reject) -> None:
+        if r.line is None or r.line not in seen_lines:
+            seen_lines.add(r.line or 0)
+            reject(r)
+
+    read_options, parse_options, names = _csv_options(fs, path, options, once)
     row = 0
-    with fs.open_input_stream(path) as stream:
-        try:
-            reader = pacsv.open_csv(
-                stream,
-                read_options=read_options,
-                parse_options=parse_options,
-                convert_options=convert,
-            )
-            for batch in reader:
-                yield batch, np.arange(row + 1, row + 1 + batch.num_rows, dtype=np.int64)
-                row += batch.num_rows
-        except pa.ArrowInvalid as e:
-            raise DataError(f"{path} cannot be parsed as CSV: {e}; fix the file") from None
+    for attempt_types in (types, {}):
+        skip = row
+        with fs.open_input_stream(path) as stream:
+            try:
+                reader = pacsv.open_csv(
+                    stream,
+                    read_options=read_options,
+                    parse_options=parse_options,
+                    convert_options=_convert(names, attempt_types, options),
+                )
+                for batch in reader:
+                    if skip >= batch.num_rows:
+                        skip -= batch.num_rows
+                        continue
+                    if skip:
+                        batch, skip = batch.slice(skip), 0
+                    yield batch, np.arange(row + 1, row + 1 + batch.num_rows, dtype=np.int64)
+                    row += batch.num_rows
+                return
+            except pa.ArrowInvalid as e:
+                if attempt_types and "conversion error" in str(e).lower():
+                    log.info("%s: %s; reading it again as text to find the bad rows", path, e)
+                    continue
+                raise DataError(f"{path} cannot be parsed as CSV: {e}; fix the file") from None
 
 
 def _csv_names(
