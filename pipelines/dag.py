@@ -276,11 +276,14 @@ class _Builder:
             )
             source = Ref("datagen", "raw")
         features = self.config.features
+        quality = self.config.quality
         self._add(
             "etl",
             "components.etl:run",
             params={
-                "format": "csv",
+                "format": data.format if data.kind == "csv" else "csv",
+                "columns": dict(data.columns),
+                "storage_options": dict(data.storage_options),
                 "id_column": data.id_column,
                 "target": data.target,
                 "split": dataclasses.asdict(data.split),
@@ -292,14 +295,29 @@ class _Builder:
                     "timestamp": features.timestamp,
                     "drop": list(features.drop),
                     "max_categories": features.max_categories,
+                    "encoding": features.encoding,
+                    "scaling": features.scaling,
+                    "select": features.select,
+                    "rename": dict(features.rename),
+                    "derive": dict(features.derive),
+                    "timestamp_parts": {k: list(v) for k, v in features.timestamp_parts.items()},
+                    "fill": dict(features.fill),
+                    "clip": {k: list(v) for k, v in features.clip.items()},
+                    "drop_nulls": list(features.drop_nulls),
+                    "transforms": [dict(t) for t in features.transforms],
                 },
                 "csv": dataclasses.asdict(data.csv),
                 "batch_rows": data.batch_rows,
                 "sample_rows": data.sample_rows,
+                "max_reject_fraction": self.config.etl.max_reject_fraction,
+                "quality": {
+                    "checks": [dict(c) for c in quality.checks],
+                    "reference": quality.reference,
+                },
             },
             inputs={"source": source},
-            outputs=("dataset", "feature_spec", "scoring"),
-            description="split into train/validation/test and scoring shards; fit features",
+            outputs=("dataset", "feature_spec", "scoring", "rejects", "quality"),
+            description="extract, check quality, quarantine bad rows, split; fit features",
         )
 
     def add_train(self) -> None:

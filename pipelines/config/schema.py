@@ -23,10 +23,12 @@ __all__ = [
     "CsvConfig",
     "CvConfig",
     "DataConfig",
+    "EtlConfig",
     "FeaturesConfig",
     "InferenceConfig",
     "KubeflowConfig",
     "PvcMount",
+    "QualityConfig",
     "ResourceSpec",
     "ResourcesConfig",
     "RuntimeConfig",
@@ -69,14 +71,26 @@ class CsvConfig:
     """CSV parsing options."""
 
     delimiter: str = knob(",", pattern=r"^.$", expected="a single character")
+    quote_char: str | None = knob(
+        '"', pattern=r"^.$", expected="a single character, or null to turn quoting off"
+    )
+    header: bool = True
+    column_names: list[str] | None = None
+    skip_rows: int = knob(0, ge=0)
+    null_values: list[str] | None = None
 
 
 @dataclass
 class DataConfig:
     """Where the raw data comes from and which columns play which role."""
 
-    kind: str = knob("csv", choices=("csv", "synthetic", "sklearn"))
-    uri: str | None = knob(None, expected="a CSV file or directory path, or an object-store URI")
+    kind: str = knob("csv", choices=("csv", "synthetic", "sklearn", "signals"))
+    uri: str | None = knob(
+        None, expected="a file, directory or glob pattern, or an s3://, gs:// or file:// URI"
+    )
+    format: str = knob("auto", choices=("auto", "csv", "jsonl", "parquet"))
+    columns: dict[str, str] = knob({})
+    storage_options: dict[str, Any] = knob({})
     rows: int = knob(100_000, ge=1)
     dataset: str = knob("breast_cancer", choices=("breast_cancer",))
     id_column: str | None = None
@@ -96,6 +110,35 @@ class FeaturesConfig:
     timestamp: list[str] | None = None
     drop: list[str] = knob([])
     max_categories: int = knob(20, ge=1)
+    encoding: str = knob("onehot", choices=("onehot", "index"))
+    scaling: str = knob("standard", choices=("standard", "minmax", "none"))
+    select: list[str] | None = None
+    rename: dict[str, str] = knob({})
+    derive: dict[str, str] = knob({})
+    timestamp_parts: dict[str, list[str]] = knob({})
+    fill: dict[str, Any] = knob({})
+    clip: dict[str, list[Any]] = knob({})
+    drop_nulls: list[str] = knob([])
+    transforms: list[dict[str, Any]] = knob([])
+
+
+@dataclass
+class EtlConfig:
+    """How strict ETL is about unreadable rows."""
+
+    max_reject_fraction: float = knob(
+        0.0, ge=0.0, le=1.0, expected="a fraction of input rows in [0, 1]"
+    )
+
+
+@dataclass
+class QualityConfig:
+    """Data-quality checks (see components/quality.py) and the drift reference."""
+
+    checks: list[dict[str, Any]] = knob([])
+    reference: str | None = knob(
+        None, expected="a feature_spec directory (from an earlier etl run) for drift checks"
+    )
 
 
 @dataclass
@@ -255,6 +298,8 @@ class Config:
     stages: list[str] = knob(list(STAGES))
     data: DataConfig = field(default_factory=DataConfig)
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    etl: EtlConfig = field(default_factory=EtlConfig)
+    quality: QualityConfig = field(default_factory=QualityConfig)
     model: dict[str, Any] = knob({})
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     cv: CvConfig = field(default_factory=CvConfig)

@@ -66,18 +66,24 @@ def etl(
     dataset: Output[Dataset],
     feature_spec: Output[Artifact],
     scoring: Output[Dataset],
+    rejects: Output[Dataset],
+    quality: Output[Artifact],
     metrics: Output[Metrics],
+    quality_report: Output[Markdown],
 ):
-    """Split CSV rows into train/validation/test and scoring shards; fit the feature spec."""
-    from pipelines.kubeflow.launch import launch
+    """Extract, check quality, quarantine bad rows, split; fit the feature spec."""
+    from pipelines.kubeflow.launch import launch, publish_markdown
 
-    launch(
-        component,
-        params,
-        inputs={"source": source},
-        outputs={"dataset": dataset, "feature_spec": feature_spec, "scoring": scoring},
-        metrics=metrics,
-    )
+    outputs = {
+        "dataset": dataset,
+        "feature_spec": feature_spec,
+        "scoring": scoring,
+        "rejects": rejects,
+        "quality": quality,
+    }
+    inputs = {"source": source}
+    launch(component, params, inputs=inputs, outputs=outputs, metrics=metrics)
+    publish_markdown(quality_report, quality.path, "quality.md", "data quality")
 
 
 def etl_uri(
@@ -87,18 +93,24 @@ def etl_uri(
     dataset: Output[Dataset],
     feature_spec: Output[Artifact],
     scoring: Output[Dataset],
+    rejects: Output[Dataset],
+    quality: Output[Artifact],
     metrics: Output[Metrics],
+    quality_report: Output[Markdown],
 ):
-    """Split CSV rows read from a URI into splits and scoring shards; fit the feature spec."""
-    from pipelines.kubeflow.launch import launch
+    """Like ``etl``, reading the source from a URI (a pipeline parameter)."""
+    from pipelines.kubeflow.launch import launch, publish_markdown
 
-    launch(
-        component,
-        params,
-        inputs={"source": source_uri},
-        outputs={"dataset": dataset, "feature_spec": feature_spec, "scoring": scoring},
-        metrics=metrics,
-    )
+    outputs = {
+        "dataset": dataset,
+        "feature_spec": feature_spec,
+        "scoring": scoring,
+        "rejects": rejects,
+        "quality": quality,
+    }
+    inputs = {"source": source_uri}
+    launch(component, params, inputs=inputs, outputs=outputs, metrics=metrics)
+    publish_markdown(quality_report, quality.path, "quality.md", "data quality")
 
 
 def train(
