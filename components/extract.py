@@ -196,7 +196,7 @@ def open_source(uri: str, options: SourceOptions) -> tuple[pafs.FileSystem, list
         files = []
     fmt = options.format
     if fmt == "auto":
-        fmt = _format_of(files[0] if files else path, uri)
+        fmt = _format_of(files[0] if files else (pattern or path), uri)
     if pattern is None and info.type == pafs.FileType.Directory:
         files = [f for f in files if f.lower().endswith(_EXTENSIONS[fmt])]
     if not files:
