@@ -1,8 +1,9 @@
 """Row-level transforms declared in ``configs/features/*.yaml``, applied before encoding.
 
-A :class:`Prepare` turns a raw record batch into the columns the feature spec encodes:
-rename, derived columns from arithmetic expressions, timestamp parts, null fills, clipping,
-user transforms named by import path (``_target_``), then select/drop. ETL applies it to
+A :class:`Prepare` turns a raw record batch into the columns the feature spec encodes, in
+this order: rename, null fills and clipping, derived columns from arithmetic expressions,
+timestamp parts (fills and clips of derived columns after them), user transforms named by
+import path (``_target_``), then select/drop. ETL applies it to
 every row it writes, and :class:`components.features.FeatureSpec` stores it and applies it
 again before encoding, so scoring raw rows gives the same features as scoring ETL output.
 That works because every step is idempotent: renames apply when the old name is present,
@@ -132,6 +133,27 @@ class Prepare:
         for spec in self.transforms:
             _user_transform(spec)
 
+    def _fill_and_clip(self, columns: dict[str, pa.Array], *, pending: bool) -> None:
+        """Fill and clip raw columns before deriving from them (``pending=False``), then the
+        derived ones (``pending=True``); a column missing at the end is an error."""
+        for name, value in self.fill.items():
+            if not pending and name not in columns:
+                continue
+            column = _column(columns, name, "fill")
+            if pa.types.is_null(column.type):
+                column = column.cast(pa.scalar(value).type)
+            if column.null_count:
+                columns[name] = pc.fill_null(column, pa.scalar(value).cast(column.type))
+        for name, (low, high) in self.clip.items():
+            if not pending and name not in columns:
+                continue
+            column = _column(columns, name, "clip")
+            if low is not None:
+                column = pc.max_element_wise(column, pa.scalar(low).cast(column.type))
+            if high is not None:
+                column = pc.min_element_wise(column, pa.scalar(high).cast(column.type))
+            columns[name] = column
+
     def __call__(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         """Apply the transforms to ``batch`` (idempotent: prepared data passes unchanged)."""
         if self.empty:
@@ -140,6 +162,7 @@ class Prepare:
         for old, new in self.rename.items():
             if old in columns and new not in columns:
                 columns = {new if k == old else k: v for k, v in columns.items()}
+        self._fill_and_clip(columns, pending=False)
         for name, expression in self.derive.items():
             if name not in columns:
                 columns[name] = pa.array(_evaluate(_parse(expression, name), columns, name))
@@ -151,17 +174,7 @@ class Prepare:
                     if pa.types.is_date(source.type):
                         source = pc.cast(source, pa.timestamp("s"))
                     columns[name] = pc.cast(TIMESTAMP_PARTS[part](source), pa.int32())
-        for name, value in self.fill.items():
-            column = _column(columns, name, "fill")
-            if column.null_count:
-                columns[name] = pc.fill_null(column, pa.scalar(value).cast(column.type))
-        for name, (low, high) in self.clip.items():
-            column = _column(columns, name, "clip")
-            if low is not None:
-                column = pc.max_element_wise(column, pa.scalar(low).cast(column.type))
-            if high is not None:
-                column = pc.min_element_wise(column, pa.scalar(high).cast(column.type))
-            columns[name] = column
+        self._fill_and_clip(columns, pending=True)
         out = pa.RecordBatch.from_arrays(list(columns.values()), names=list(columns))
         for spec in self.transforms:
             adds = spec.get("adds") or []
