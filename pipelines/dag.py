@@ -205,6 +205,8 @@ def build_dag(config: Config) -> Dag:
     stages = set(config.stages)
     if "etl" in stages:
         builder.add_etl()
+    if "batch_map" in stages:
+        builder.add_batch_map()
     if "train" in stages:
         builder.add_train()
     if "evaluate" in stages:
@@ -281,7 +283,7 @@ class _Builder:
             "etl",
             "components.etl:run",
             params={
-                "format": data.format if data.kind == "csv" else "csv",
+                "format": data.format if data.kind == "csv" else "auto",
                 "columns": dict(data.columns),
                 "storage_options": dict(data.storage_options),
                 "id_column": data.id_column,
@@ -318,6 +320,31 @@ class _Builder:
             inputs={"source": source},
             outputs=("dataset", "feature_spec", "scoring", "rejects", "quality"),
             description="extract, check quality, quarantine bad rows, split; fit features",
+        )
+
+    def add_batch_map(self) -> None:
+        batch_map = self.config.batch_map
+        shards = self.config.inference.shards
+        self._add(
+            "batch_map",
+            "components.batch_map:run",
+            params={
+                "function": dict(batch_map.function),
+                "columns": list(batch_map.columns) if batch_map.columns is not None else None,
+                "batch_rows": batch_map.batch_rows,
+            },
+            inputs={"scoring": Ref("etl", "scoring")},
+            outputs=("mapped",),
+            fan_out=FanOut("shard", tuple(range(shards)), batch_map.parallelism),
+            description="apply the batch_map function to one scoring shard",
+        )
+        self._add(
+            "batch_map_merge",
+            "components.batch_map:merge",
+            params={},
+            inputs={"mapped": Ref("batch_map", "mapped")},
+            outputs=("dataset",),
+            description="collect every shard's batch_map output into one dataset",
         )
 
     def add_train(self) -> None:

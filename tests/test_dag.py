@@ -102,4 +102,5 @@ def test_dag_tree_shows_resources_and_fan_outs(kfbatch) -> None:
 
 def test_every_step_has_a_resources_entry() -> None:
     steps = {f.name for f in dataclasses.fields(StepResources)}
-    assert {step.name for step in _dag().steps} == steps
+    signals = _dag("experiment=signals")
+    assert {step.name for step in (*_dag().steps, *signals.steps)} == steps

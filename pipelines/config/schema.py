@@ -19,6 +19,7 @@ from omegaconf import MISSING
 
 __all__ = [
     "STAGES",
+    "BatchMapConfig",
     "Config",
     "CsvConfig",
     "CvConfig",
@@ -42,7 +43,9 @@ __all__ = [
 ]
 
 #: Stages in pipeline order; ``stages`` in the config selects a subset.
-STAGES = ("etl", "train", "evaluate", "infer")
+STAGES = ("etl", "batch_map", "train", "evaluate", "infer")
+#: The stages a config runs unless it says otherwise.
+DEFAULT_STAGES = ("etl", "train", "evaluate", "infer")
 
 #: Kubernetes resource quantity for memory (binary or decimal SI suffix), e.g. 512Mi, 4Gi, 2G.
 MEMORY_PATTERN = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$"
@@ -142,6 +145,20 @@ class QualityConfig:
 
 
 @dataclass
+class BatchMapConfig:
+    """A user function applied to every etl scoring shard in parallel, then merged.
+
+    ``function`` holds ``_target_`` (the import path of ``f(batch, **kwargs) -> batch``) and
+    its keyword arguments.
+    """
+
+    function: dict[str, Any] = knob({})
+    columns: list[str] | None = None
+    parallelism: int = knob(2, ge=1)
+    batch_rows: int = knob(8192, ge=1)
+
+
+@dataclass
 class TrainerConfig:
     """Optimisation settings of the training step."""
 
@@ -216,6 +233,8 @@ class StepResources:
 
     datagen: ResourceSpec = field(default_factory=ResourceSpec)
     etl: ResourceSpec = field(default_factory=ResourceSpec)
+    batch_map: ResourceSpec = field(default_factory=ResourceSpec)
+    batch_map_merge: ResourceSpec = field(default_factory=ResourceSpec)
     train: ResourceSpec = field(default_factory=ResourceSpec)
     evaluate: ResourceSpec = field(default_factory=ResourceSpec)
     infer: ResourceSpec = field(default_factory=ResourceSpec)
@@ -295,11 +314,12 @@ class Config:
 
     name: str = knob(MISSING, pattern=NAME_PATTERN, expected="a lowercase DNS-1123 label")
     seed: int = knob(42, ge=0)
-    stages: list[str] = knob(list(STAGES))
+    stages: list[str] = knob(list(DEFAULT_STAGES))
     data: DataConfig = field(default_factory=DataConfig)
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
     etl: EtlConfig = field(default_factory=EtlConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
+    batch_map: BatchMapConfig = field(default_factory=BatchMapConfig)
     model: dict[str, Any] = knob({})
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     cv: CvConfig = field(default_factory=CvConfig)

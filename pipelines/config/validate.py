@@ -33,7 +33,12 @@ SPLIT_USERS = (
 )
 
 #: Which stages each stage needs to have run in the same pipeline.
-STAGE_NEEDS = {"train": ("etl",), "evaluate": ("train",), "infer": ("train",)}
+STAGE_NEEDS = {
+    "batch_map": ("etl",),
+    "train": ("etl",),
+    "evaluate": ("train",),
+    "infer": ("train",),
+}
 
 
 def validate(container: Mapping[str, Any]) -> None:
@@ -45,6 +50,8 @@ def validate(container: Mapping[str, Any]) -> None:
     _check_node(Config, container, "")
     _check_stages(container["stages"])
     _check_data(container["data"], container["stages"])
+    if "batch_map" in container["stages"]:
+        _check_batch_map(container["batch_map"])
     _check_model(container["model"])
     _check_resources(container["resources"])
     _check_secrets(container["kubeflow"]["secrets"])
@@ -179,6 +186,16 @@ def _check_data(data: Mapping[str, Any], stages: list[str]) -> None:
         )
     if data["id_column"] is not None and data["id_column"] == data["target"]:
         raise ConfigError("data.id_column", "a column other than data.target", data["id_column"])
+
+
+def _check_batch_map(batch_map: Mapping[str, Any]) -> None:
+    target = batch_map["function"].get("_target_")
+    if not isinstance(target, str) or not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+", target):
+        raise ConfigError(
+            "batch_map.function._target_",
+            "the import path of a function f(batch, **kwargs) -> batch (a.b.function)",
+            target,
+        )
 
 
 def _check_model(model: Mapping[str, Any]) -> None:

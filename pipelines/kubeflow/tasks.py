@@ -42,6 +42,8 @@ from kfp.dsl import (
 __all__ = [
     "CHECKPOINTING",
     "DECLARATIONS",
+    "batch_map",
+    "batch_map_merge",
     "datagen",
     "etl",
     "etl_uri",
@@ -200,11 +202,53 @@ def publish(
     )
 
 
+def batch_map(
+    component: str,
+    params: str,
+    shard: int,
+    scoring: Input[Dataset],
+    mapped: Output[Dataset],
+    metrics: Output[Metrics],
+):
+    """Apply the batch_map function to one scoring shard."""
+    from pipelines.kubeflow.launch import launch
+
+    launch(
+        component,
+        params,
+        inputs={"scoring": scoring},
+        outputs={"mapped": mapped},
+        metrics=metrics,
+        overrides={"shard": shard},
+    )
+
+
+def batch_map_merge(
+    component: str,
+    params: str,
+    mapped: Input[list[Dataset]],
+    dataset: Output[Dataset],
+    metrics: Output[Metrics],
+):
+    """Collect every shard's batch_map output into one dataset."""
+    from pipelines.kubeflow.launch import launch
+
+    launch(
+        component,
+        params,
+        inputs={"mapped": mapped},
+        outputs={"dataset": dataset},
+        metrics=metrics,
+    )
+
+
 #: The declarations that can run each component, tried in order; the compiler takes the
 #: first whose interface matches the DAG step.
 DECLARATIONS: dict[str, tuple[Callable[..., None], ...]] = {
     "components.datagen:run": (datagen,),
     "components.etl:run": (etl, etl_uri),
+    "components.batch_map:run": (batch_map,),
+    "components.batch_map:merge": (batch_map_merge,),
     "components.train:run": (train,),
     "components.evaluate:run": (evaluate,),
     "components.infer:run": (infer,),
