@@ -21,6 +21,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -31,7 +33,6 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from components.errors import DataError, ParamError
 from components.extract import (
@@ -64,6 +65,8 @@ log = logging.getLogger(__name__)
 PENDING_ROWS_BUDGET = 1_000_000
 PROGRESS_ROWS = 1_000_000
 REJECTS_FILE = "rejects.parquet"
+ID_BUCKET_BITS = 8
+ID_BUCKETS = 1 << ID_BUCKET_BITS  # spill files of id hashes for the uniqueness check
 
 
 @dataclass(frozen=True)
@@ -163,6 +166,7 @@ def run(
         "prepared": Profile([c for c in checks if c.on == "prepared"], reference),
     }
     raw_columns = sorted({c.column for c in raw_checks if c.column})
+    id_hashes = _IdHashes(dataset_dir) if settings.id_column else None
     try:
         batches = _prepared(
             read_batches(fs, files, fmt, options, rejects.add),
@@ -200,12 +204,16 @@ def run(
             scoring_dir,
             accumulator,
             profiles["prepared"],
+            id_hashes,
         )
+        repeated = id_hashes.repeated() if id_hashes is not None else 0
     finally:
         rejects.close()
+        if id_hashes is not None:
+            id_hashes.close()
     rows_in = rows + rejects.count
     log.info("etl: %d rows in, %d out, %d rejected", rows_in, rows, rejects.count)
-    duplicates = _duplicate_ids(scoring_dir, settings) if settings.id_column else {}
+    duplicates = {settings.id_column: repeated} if settings.id_column else {}
     results = evaluate(checks, profiles, duplicates=duplicates, reference=reference)
     report = {
         "rows_in": rows_in,
@@ -399,6 +407,7 @@ def _write_outputs(
     scoring_dir: str,
     accumulator: FeatureSpecAccumulator,
     profile: Profile,
+    id_hashes: _IdHashes | None,
 ) -> tuple[int, list[int], list[int]]:
     """Route every row to its split and scoring shard; return (rows, split rows, shard rows)."""
     # One encoding thread for the splits and one for the shards (each keeps its files' row
@@ -422,6 +431,8 @@ def _write_outputs(
             batch = _conform(batch, schema)
             profile.update(batch)
             split_hash, shard_hash = hasher(batch, rows)
+            if id_hashes is not None:
+                id_hashes.add(hasher.hashes)
             if (rows + batch.num_rows) // PROGRESS_ROWS > rows // PROGRESS_ROWS:
                 log.info("etl: %d rows read", rows + batch.num_rows)
             rows += batch.num_rows
@@ -524,6 +535,7 @@ class _RowHasher:
             )
         values = ids.to_numpy(zero_copy_only=False)
         h = pd.util.hash_array(values, encoding="utf8", hash_key=self._key, categorize=False)
+        self.hashes = h
         split = np.searchsorted(self._bounds, (h >> np.uint64(11)) * 2.0**-53, side="right")
         shard = _mix64(h ^ self._shard_key) % self._shards
         return split.astype(np.intp), shard.astype(np.intp)
@@ -561,15 +573,40 @@ def _chain(first: pa.RecordBatch, rest: Iterator[pa.RecordBatch]) -> Iterator[pa
     yield from rest
 
 
-def _duplicate_ids(scoring_dir: str, settings: _Settings) -> dict[str, int]:
-    """{id column: number of repeated ids}; equal ids hash to the same shard."""
-    assert settings.id_column is not None
-    repeated = 0
-    for shard in range(settings.shards):
-        path = scoring_shard_path(scoring_dir, shard)
-        ids = pq.read_table(path, columns=[settings.id_column]).column(0)
-        repeated += len(ids) - pc.count_distinct(ids).as_py()
-    return {settings.id_column: repeated}
+class _IdHashes:
+    """Counts repeated ids in bounded memory: the keyed 64-bit hash of every id goes to one
+    of :data:`ID_BUCKETS` spill files by its top bits, and each file is checked alone.
+
+    Two different ids share a hash with probability ~n^2/2^65 (about 3e-6 for 10M rows).
+    """
+
+    def __init__(self, dataset_dir: str) -> None:
+        self._dir = tempfile.mkdtemp(prefix=".id-hashes-", dir=dataset_dir)
+        self._files = [open(os.path.join(self._dir, f"{k:03d}"), "wb") for k in range(ID_BUCKETS)]  # noqa: SIM115
+
+    def add(self, hashes: np.ndarray) -> None:
+        bucket = (hashes >> np.uint64(64 - ID_BUCKET_BITS)).astype(np.intp)
+        order = np.argsort(bucket, kind="stable")
+        counts = np.bincount(bucket, minlength=ID_BUCKETS)
+        offsets = np.concatenate([[0], np.cumsum(counts)])
+        ordered = hashes[order]
+        for k in np.flatnonzero(counts):
+            self._files[k].write(ordered[offsets[k] : offsets[k + 1]].tobytes())
+
+    def repeated(self) -> int:
+        """Rows whose id hash was seen before (0 when every id is unique)."""
+        for f in self._files:
+            f.close()
+        total = 0
+        for k in range(ID_BUCKETS):
+            values = np.fromfile(os.path.join(self._dir, f"{k:03d}"), dtype=np.uint64)
+            total += values.size - np.unique(values).size
+        return total
+
+    def close(self) -> None:
+        for f in self._files:
+            f.close()
+        shutil.rmtree(self._dir, ignore_errors=True)
 
 
 def _duplicate_message(id_column: str, duplicates: dict[str, int]) -> str:

@@ -284,14 +284,24 @@ def _block_size(fs: pafs.FileSystem, path: str, batch_rows: int) -> int:
 
 
 def _csv_options(
-    fs: pafs.FileSystem, path: str, options: SourceOptions, reject: Callable[[Reject], None]
+    fs: pafs.FileSystem,
+    path: str,
+    options: SourceOptions,
+    reject: Callable[[Reject], None],
+    *,
+    threads: bool = False,
 ) -> tuple[pacsv.ReadOptions, pacsv.ParseOptions, list[str]]:
-    """Read and parse options of one CSV file, and its column names."""
+    """Read and parse options of one CSV file, and its column names.
+
+    With ``threads``, the reader parses blocks in parallel but cannot tell the line of a
+    malformed row: the row handler then stops the reader (the caller re-reads the file
+    without threads).
+    """
     block_size = _block_size(fs, path, options.batch_rows)
     names = list(options.column_names) if options.column_names else None
     read_options = pacsv.ReadOptions(
         block_size=block_size,
-        use_threads=False,  # line numbers of bad rows are known only without threads
+        use_threads=threads,
         skip_rows=options.skip_rows,
         column_names=names,
         autogenerate_column_names=not options.header and names is None,
@@ -354,9 +364,10 @@ def _read_csv(
 ) -> Iterator[tuple[pa.RecordBatch, np.ndarray]]:
     """Parse with the given column types; rows with the wrong field count are rejected.
 
-    When a value fails to convert, the reader cannot go on: the file is read again as text
-    from the start, the rows already yielded are skipped, and the caster rejects the rows
-    with bad values one by one.
+    The reader runs threaded and converts values itself (fast). When a row is malformed or
+    a value fails to convert, it cannot go on: the file is read again from the start,
+    without threads (so bad rows have line numbers) or as text (so the caster rejects the
+    rows with bad values one by one), skipping the rows already yielded.
     """
     seen_lines: set[int] = set()
 
@@ -365,9 +376,10 @@ def _read_csv(
             seen_lines.add(r.line or 0)
             reject(r)
 
-    read_options, parse_options, names = _csv_options(fs, path, options, once)
     row = 0
-    for attempt_types in (types, {}):
+    threads = True
+    while True:
+        read_options, parse_options, names = _csv_options(fs, path, options, once, threads=threads)
         skip = row
         with fs.open_input_stream(path) as stream:
             try:
@@ -375,7 +387,7 @@ def _read_csv(
                     stream,
                     read_options=read_options,
                     parse_options=parse_options,
-                    convert_options=_convert(names, attempt_types, options),
+                    convert_options=_convert(names, types, options),
                 )
                 for batch in reader:
                     if skip >= batch.num_rows:
@@ -387,10 +399,14 @@ def _read_csv(
                     row += batch.num_rows
                 return
             except pa.ArrowInvalid as e:
-                if attempt_types and "conversion error" in str(e).lower():
-                    log.info("%s: %s; reading it again as text to find the bad rows", path, e)
-                    continue
-                raise DataError(f"{path} cannot be parsed as CSV: {e}; fix the file") from None
+                message = str(e).lower()
+                if threads and "parse error" in message:
+                    threads = False  # a malformed row: its line is known only without threads
+                elif types and "conversion error" in message:
+                    types = {}  # a bad value: read as text, the caster rejects its row
+                else:
+                    raise DataError(f"{path} cannot be parsed as CSV: {e}; fix the file") from None
+                log.info("%s: %s; reading it again to quarantine the bad rows", path, e)
 
 
 def _csv_names(
@@ -412,6 +428,8 @@ def _csv_names(
 
 
 def _bad_csv_row(row: Any, path: str, reject: Callable[[Reject], None]) -> str:
+    if row.number is None:  # a threaded reader: stop, to re-read without threads
+        return "error"
     reject(
         Reject(
             path,

@@ -58,6 +58,7 @@ CHECKS = ("type", "not_null", "null_fraction", "range", "allowed", "unique", "ro
 LEVELS = ("warn", "error")
 STAGES = ("raw", "prepared")
 HISTOGRAM_BINS = 20
+HISTOGRAM_STRIDE = 8  # histograms count every 8th value: a distribution, at 1/8 the cost
 TOP_VALUES = 10
 _MAX_DISTINCT = 10_000  # distinct values counted per text column before pruning
 
@@ -190,8 +191,15 @@ class Profile:
 
 
 def _numeric(stats: _ColumnStats, column: pa.Array) -> None:
-    x = pc.cast(column.drop_null(), pa.float64()).to_numpy(zero_copy_only=False)
-    x = x[np.isfinite(x)]
+    """Exact count, sum, sum of squares, min and max; the histogram from 1 row in 8."""
+    if column.null_count:
+        column = column.drop_null()
+    if not pa.types.is_float64(column.type):
+        column = pc.cast(column, pa.float64())
+    x = column.to_numpy(zero_copy_only=False)
+    finite = np.isfinite(x)
+    if not finite.all():
+        x = x[finite]
     if x.size == 0:
         return
     stats.n += x.size
@@ -200,9 +208,10 @@ def _numeric(stats: _ColumnStats, column: pa.Array) -> None:
     low, high = float(x.min()), float(x.max())
     stats.minimum = low if stats.minimum is None else min(stats.minimum, low)
     stats.maximum = high if stats.maximum is None else max(stats.maximum, high)
+    sample = x[::HISTOGRAM_STRIDE]
     if stats.edges is None:
         # Bins from the first batch's spread; later values outside go to below/above.
-        lo, hi = np.quantile(x, [0.001, 0.999]) if x.size > 100 else (low, high)
+        lo, hi = np.quantile(sample, [0.001, 0.999]) if sample.size > 100 else (low, high)
         if hi <= lo:
             hi = lo + 1.0
         stats.edges = np.linspace(lo, hi, HISTOGRAM_BINS + 1)
@@ -210,8 +219,8 @@ def _numeric(stats: _ColumnStats, column: pa.Array) -> None:
     assert stats.histogram is not None
     lo, hi = stats.edges[0], stats.edges[-1]
     # Arithmetic binning (much faster than searchsorted); the top edge belongs to the last bin.
-    index = np.floor((x - lo) * (HISTOGRAM_BINS / (hi - lo))).astype(np.int64)
-    index[x == hi] = HISTOGRAM_BINS - 1
+    index = np.floor((sample - lo) * (HISTOGRAM_BINS / (hi - lo))).astype(np.int64)
+    index[sample == hi] = HISTOGRAM_BINS - 1
     np.clip(index, -1, HISTOGRAM_BINS, out=index)
     counts = np.bincount(index + 1, minlength=HISTOGRAM_BINS + 2)
     stats.below += int(counts[0])
@@ -283,6 +292,7 @@ def _column_profile(stats: _ColumnStats) -> dict[str, Any]:
         profile["std"] = math.sqrt(max(stats.total_sq / stats.n - mean * mean, 0.0))
     if stats.histogram is not None and stats.edges is not None:
         profile["histogram"] = {
+            "sampled_every": HISTOGRAM_STRIDE,
             "edges": [float(e) for e in stats.edges],
             "counts": [int(c) for c in stats.histogram],
             "below": stats.below,
