@@ -38,6 +38,7 @@ from components.errors import DataError, ParamError
 __all__ = [
     "FORMATS",
     "REJECT_SCHEMA",
+    "Batch",
     "Reject",
     "SourceOptions",
     "open_source",
@@ -449,7 +450,6 @@ def _read_jsonl(
     block_size = _block_size(fs, path, options.batch_rows)
     schema: pa.Schema | None = None
     line = 0
-    row = 0
     with fs.open_input_stream(path) as stream:
         rest = b""
         while True:
@@ -481,7 +481,6 @@ def _read_jsonl(
                     n = batch.num_rows
                     yield batch, kept[:n]
                     kept = kept[n:]
-                row += len(good)
             if not chunk:
                 break
 

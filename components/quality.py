@@ -47,6 +47,7 @@ __all__ = [
     "evaluate",
     "parse_checks",
     "raise_for_errors",
+    "reference_of",
     "write_report",
 ]
 
