@@ -163,7 +163,7 @@ class FeatureSpec:
         and are idempotent.
         """
         if self.prepare:
-            data = _prepare_of(self)(_as_batch(data))
+            data = _prepare_of(self)(_as_batch(data), strict=False)
         missing = [name for name in self.input_columns if name not in data.schema.names]
         if missing:
             raise DataError(

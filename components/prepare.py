@@ -133,11 +133,11 @@ class Prepare:
         for spec in self.transforms:
             _user_transform(spec)
 
-    def _fill_and_clip(self, columns: dict[str, pa.Array], *, pending: bool) -> None:
+    def _fill_and_clip(self, columns: dict[str, pa.Array], *, pending: bool, strict: bool) -> None:
         """Fill and clip raw columns before deriving from them (``pending=False``), then the
         derived ones (``pending=True``); a column missing at the end is an error."""
         for name, value in self.fill.items():
-            if not pending and name not in columns:
+            if (not pending or not strict) and name not in columns:
                 continue
             column = _column(columns, name, "fill")
             if pa.types.is_null(column.type):
@@ -145,7 +145,7 @@ class Prepare:
             if column.null_count:
                 columns[name] = pc.fill_null(column, pa.scalar(value).cast(column.type))
         for name, (low, high) in self.clip.items():
-            if not pending and name not in columns:
+            if (not pending or not strict) and name not in columns:
                 continue
             column = _column(columns, name, "clip")
             if low is not None:
@@ -154,27 +154,35 @@ class Prepare:
                 column = pc.min_element_wise(column, pa.scalar(high).cast(column.type))
             columns[name] = column
 
-    def __call__(self, batch: pa.RecordBatch) -> pa.RecordBatch:
-        """Apply the transforms to ``batch`` (idempotent: prepared data passes unchanged)."""
+    def __call__(self, batch: pa.RecordBatch, *, strict: bool = True) -> pa.RecordBatch:
+        """Apply the transforms to ``batch`` (idempotent: prepared data passes unchanged).
+
+        ``strict=False`` (the feature spec on a selection of prepared columns) skips the
+        transforms whose columns are absent instead of failing.
+        """
         if self.empty:
             return batch
         columns = dict(zip(batch.schema.names, batch.columns, strict=True))
         for old, new in self.rename.items():
             if old in columns and new not in columns:
                 columns = {new if k == old else k: v for k, v in columns.items()}
-        self._fill_and_clip(columns, pending=False)
+        self._fill_and_clip(columns, pending=False, strict=strict)
         for name, expression in self.derive.items():
-            if name not in columns:
-                columns[name] = pa.array(_evaluate(_parse(expression, name), columns, name))
+            if name in columns:
+                continue
+            tree = _parse(expression, name)
+            if not strict and not _names(tree) <= set(columns):
+                continue
+            columns[name] = pa.array(_evaluate(tree, columns, name))
         for column, parts in self.timestamp_parts.items():
             for part in parts:
                 name = f"{column}_{part}"
-                if name not in columns:
+                if name not in columns and (strict or column in columns):
                     source = _column(columns, column, f"timestamp_parts.{column}")
                     if pa.types.is_date(source.type):
                         source = pc.cast(source, pa.timestamp("s"))
                     columns[name] = pc.cast(TIMESTAMP_PARTS[part](source), pa.int32())
-        self._fill_and_clip(columns, pending=True)
+        self._fill_and_clip(columns, pending=True, strict=strict)
         out = pa.RecordBatch.from_arrays(list(columns.values()), names=list(columns))
         for spec in self.transforms:
             adds = spec.get("adds") or []
@@ -230,6 +238,16 @@ def _parse(expression: str, name: str) -> ast.Expression:
                 f"one of {sorted(_FUNCTIONS)}"
             )
     return tree
+
+
+def _names(tree: ast.AST) -> set[str]:
+    """Column names an expression reads (not its function names or constants)."""
+    functions = {id(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
+    return {
+        n.id
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Name) and id(n) not in functions and n.id not in ("pi", "e")
+    }
 
 
 def _evaluate(tree: ast.AST, columns: dict[str, pa.Array], name: str) -> np.ndarray:

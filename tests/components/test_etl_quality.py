@@ -210,3 +210,26 @@ def test_rows_keep_their_split_when_rows_are_appended_with_transforms(tmp_path: 
     before, after = splits(tmp_path / "a"), splits(tmp_path / "b")
     assert len(after) == 300
     assert all(after[i] == split for i, split in before.items())
+
+
+def test_the_spec_transforms_a_selection_of_its_input_columns(tmp_path: Path) -> None:
+    """Training reads only ``input_columns``: transforms of other columns are skipped."""
+    features = {
+        "fill": {"days": 0, "note": "none"},
+        "clip": {"amt": [0, 10]},
+        "derive": {"log_amt": "log1p(amt)"},
+        "drop": ["at"],
+        "numeric": ["log_amt", "days"],
+        "categorical": ["kind"],
+    }
+    out = tmp_path / "out"
+    _run(_write(tmp_path / "in.csv", 0, 100), out, features=features)
+    spec = load_feature_spec(str(out / "feature_spec"))
+    assert spec.input_columns == ["days", "log_amt", "kind"]  # in schema order
+    scoring = pq.read_table(out / "scoring", columns=[*spec.input_columns, "id"]).sort_by("id")
+    raw = pacsv.read_csv(tmp_path / "in.csv").sort_by("id")
+    np.testing.assert_array_equal(
+        spec.transform(scoring.select(spec.input_columns)), spec.transform(raw)
+    )
+    log_amt = spec.transform(raw)[:, 1] * spec.numeric[1].std + spec.numeric[1].mean
+    assert log_amt.max() == pytest.approx(np.log1p(10.0), rel=1e-6)  # clipped before deriving
