@@ -415,12 +415,18 @@ def _write_outputs(
     # 40-50% of a CSV -> Parquet pass).
     split_pool = ThreadPoolExecutor(1, thread_name_prefix="etl-splits")
     shard_pool = ThreadPoolExecutor(1, thread_name_prefix="etl-shards")
+    plain = [settings.id_column] if settings.id_column else []  # unique: no dictionary
     split_sinks = [
-        ParquetSink(os.path.join(dataset_dir, s, "part-00000.parquet"), schema, executor=split_pool)
+        ParquetSink(
+            os.path.join(dataset_dir, s, "part-00000.parquet"),
+            schema,
+            executor=split_pool,
+            plain=plain,
+        )
         for s in SPLITS
     ]
     shard_sinks = [
-        ParquetSink(scoring_shard_path(scoring_dir, k), schema, executor=shard_pool)
+        ParquetSink(scoring_shard_path(scoring_dir, k), schema, executor=shard_pool, plain=plain)
         for k in range(settings.shards)
     ]
     sinks = split_sinks + shard_sinks

@@ -95,8 +95,12 @@ def test_floats_skip_dictionary_encoding_and_row_groups_are_buffered(pipeline: P
     metadata = pq.read_metadata(pipeline.dataset / "train" / "part-00000.parquet")
     assert metadata.num_row_groups == 1  # batch_rows=1000 batches buffered into one group
     names = metadata.schema.names
-    chunk = metadata.row_group(0).column(names.index("monthly_charges"))
-    assert "PLAIN_DICTIONARY" not in chunk.encodings and "RLE_DICTIONARY" not in chunk.encodings
+    dictionary = {"PLAIN_DICTIONARY", "RLE_DICTIONARY"}
+    for plain in ("monthly_charges", "customer_id"):  # a float and the (unique) id column
+        chunk = metadata.row_group(0).column(names.index(plain))
+        assert not dictionary & set(chunk.encodings), plain
+    chunk = metadata.row_group(0).column(names.index("plan"))
+    assert dictionary & set(chunk.encodings)
 
 
 def test_rows_keep_their_split_and_shard_when_rows_are_appended(tmp_path: Path) -> None:
