@@ -52,7 +52,7 @@ ETL_PARAMS: dict[str, Any] = {
     "split": {"train": 0.7, "validation": 0.15, "test": 0.15},
     "shards": 4,
     "seed": 1,
-    "batch_rows": 65_536,
+    "batch_rows": 32_768,
     "columns": {"f0": "float64", "at": "timestamp[s]"},
     "features": {
         "numeric": None,
