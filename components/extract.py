@@ -54,6 +54,7 @@ _EXTENSIONS = {
     "jsonl": (".jsonl", ".ndjson", ".json", ".jsonl.gz", ".json.gz"),
     "parquet": (".parquet", ".pq"),
 }
+_NAMES_SAMPLE = 64 << 10
 _GLOB = re.compile(r"[*?\[]")
 _MIN_BLOCK, _MAX_BLOCK = 1 << 20, 64 << 20
 
@@ -315,8 +316,11 @@ def _csv_options(
         invalid_row_handler=lambda row: _bad_csv_row(row, path, reject),
     )
     with fs.open_input_stream(path) as stream:
-        header = stream.read(block_size)
-    return read_options, parse_options, _csv_names(header, read_options, parse_options)
+        head = stream.read(_NAMES_SAMPLE)  # the names need the first lines, not a block
+    if head.count(b"\n") < options.skip_rows + 2:
+        with fs.open_input_stream(path) as stream:
+            head = stream.read(block_size)
+    return read_options, parse_options, _csv_names(head, read_options, parse_options)
 
 
 def _csv_sample(fs: pafs.FileSystem, path: str, options: SourceOptions) -> pa.RecordBatch:

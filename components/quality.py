@@ -136,7 +136,9 @@ class _ColumnStats:
     nulls: int = 0
     n: int = 0
     total: float = 0.0
-    total_sq: float = 0.0
+    sample_n: int = 0
+    sample_sum: float = 0.0
+    sample_sq: float = 0.0
     minimum: float | None = None
     maximum: float | None = None
     edges: np.ndarray | None = None
@@ -192,27 +194,31 @@ class Profile:
 
 
 def _numeric(stats: _ColumnStats, column: pa.Array) -> None:
-    """Exact count, sum, sum of squares, min and max; the histogram from 1 row in 8."""
+    """Exact count, min, max and sum (Arrow kernels); std and histogram from 1 value in 8."""
+    extremes = pc.min_max(column)
+    low, high = extremes["min"].as_py(), extremes["max"].as_py()
+    if low is None:
+        return
+    low, high = float(low), float(high)
+    stats.n += len(column) - column.null_count
+    stats.total += float(pc.sum(column).as_py() or 0.0)
+    stats.minimum = low if stats.minimum is None else min(stats.minimum, low)
+    stats.maximum = high if stats.maximum is None else max(stats.maximum, high)
     if column.null_count:
         column = column.drop_null()
     if not pa.types.is_float64(column.type):
         column = pc.cast(column, pa.float64())
-    x = column.to_numpy(zero_copy_only=False)
-    finite = np.isfinite(x)
-    if not finite.all():
-        x = x[finite]
-    if x.size == 0:
+    sample = column.to_numpy(zero_copy_only=False)[::HISTOGRAM_STRIDE]
+    sample = sample[np.isfinite(sample)]
+    if sample.size == 0:
         return
-    stats.n += x.size
-    stats.total += float(x.sum())
-    stats.total_sq += float(np.dot(x, x))
-    low, high = float(x.min()), float(x.max())
-    stats.minimum = low if stats.minimum is None else min(stats.minimum, low)
-    stats.maximum = high if stats.maximum is None else max(stats.maximum, high)
-    sample = x[::HISTOGRAM_STRIDE]
+    stats.sample_n += sample.size
+    stats.sample_sum += float(sample.sum())
+    stats.sample_sq += float(np.dot(sample, sample))
     if stats.edges is None:
         # Bins from the first batch's spread; later values outside go to below/above.
         lo, hi = np.quantile(sample, [0.001, 0.999]) if sample.size > 100 else (low, high)
+        lo, hi = float(lo), float(hi)
         if hi <= lo:
             hi = lo + 1.0
         stats.edges = np.linspace(lo, hi, HISTOGRAM_BINS + 1)
@@ -288,9 +294,10 @@ def _column_profile(stats: _ColumnStats) -> dict[str, Any]:
     if stats.minimum is not None:
         profile["min"], profile["max"] = stats.minimum, stats.maximum
     if stats.n:
-        mean = stats.total / stats.n
-        profile["mean"] = mean
-        profile["std"] = math.sqrt(max(stats.total_sq / stats.n - mean * mean, 0.0))
+        profile["mean"] = stats.total / stats.n
+    if stats.sample_n:
+        mean = stats.sample_sum / stats.sample_n
+        profile["std"] = math.sqrt(max(stats.sample_sq / stats.sample_n - mean * mean, 0.0))
     if stats.histogram is not None and stats.edges is not None:
         profile["histogram"] = {
             "sampled_every": HISTOGRAM_STRIDE,
