@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 
 from components.errors import ParamError
 from components.io import atomic_path
@@ -24,6 +25,7 @@ __all__ = ["run"]
 log = logging.getLogger(__name__)
 
 DATA_FILE = "data.csv"
+SIGNALS_FILE = "data.parquet"
 CHUNK_ROWS = 100_000
 
 PLANS = ("basic", "standard", "premium", "family")
@@ -48,8 +50,9 @@ def run(
 
     Args:
         inputs: Unused; datagen has no upstream step.
-        params: ``kind`` ("synthetic" or "sklearn"); ``rows`` and ``seed`` for synthetic
-            data; ``dataset`` ("breast_cancer") for sklearn data.
+        params: ``kind`` ("synthetic", "sklearn" or "signals", which writes
+            ``data.parquet``); ``rows`` and ``seed`` for synthetic and signals data;
+            ``dataset`` ("breast_cancer") for sklearn data.
         outputs: ``raw``: directory to create.
 
     Returns:
@@ -64,8 +67,19 @@ def run(
         rows = _write_synthetic(path, rows=int(params["rows"]), seed=int(params["seed"]))
     elif kind == "sklearn":
         rows = _write_sklearn(path, dataset=params.get("dataset") or "breast_cancer")
+    elif kind == "signals":
+        # Signals are list columns, which CSV cannot hold: Parquet (etl reads either).
+        from components.examples.signals import generate
+
+        path = os.path.join(out_dir, SIGNALS_FILE)
+        table = generate(int(params["rows"]), seed=int(params["seed"]))
+        with atomic_path(path) as tmp:
+            pq.write_table(table, tmp)
+        rows = table.num_rows
     else:
-        raise ParamError(f"datagen kind {kind!r} is unknown; expected 'synthetic' or 'sklearn'")
+        raise ParamError(
+            f"datagen kind {kind!r} is unknown; expected 'synthetic', 'sklearn' or 'signals'"
+        )
     log.info("wrote %d rows to %s", rows, path)
     return {"rows": rows}
 

@@ -1,10 +1,15 @@
-"""ETL: stream user CSV into train/validation/test splits and sharded scoring Parquet files.
+"""ETL: stream source rows into train/validation/test splits and sharded scoring Parquet files.
 
-One pass over the source: each record batch is split by a keyed hash of the row id (so a
-row keeps its split and shard when rows are appended or files reordered), written to one
-buffered Parquet writer per output file, and fed to the feature-spec accumulator when it
-belongs to the train split. The ``dataset`` and ``scoring`` manifests are written last and
-mark those outputs complete.
+One pass over the source (CSV, JSON Lines or Parquet; local, glob or object store, see
+:mod:`components.extract`): rows that cannot be read go to the ``rejects`` output with
+their file, line or row and reason; the declared row-level transforms
+(:mod:`components.prepare`) run on every batch; quality statistics (:mod:`components.quality`)
+are gathered on the raw and the prepared rows; each prepared batch is split by a keyed hash
+of the row id (so a row keeps its split and shard when rows are appended or files
+reordered), written to one buffered Parquet writer per output file, and fed to the
+feature-spec accumulator when it belongs to the train split. Manifests are written last and
+mark the outputs complete; a failed quality ``error`` check or too many rejects leave them
+unwritten.
 
 The splits (``dataset``) and the scoring shards (``scoring``) are separate outputs, and
 nothing in ``dataset`` depends on the shard count: changing only ``shards`` leaves it
@@ -16,8 +21,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,13 +33,27 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pacsv
-import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 
 from components.errors import DataError, ParamError
-from components.features import FEATURE_SPEC_FILE, FeatureSpecAccumulator
+from components.extract import (
+    REJECT_SCHEMA,
+    Batch,
+    Reject,
+    SourceOptions,
+    open_source,
+    read_batches,
+)
+from components.features import FEATURE_SPEC_FILE, FeatureSpecAccumulator, load_feature_spec
 from components.io import MANIFEST_FILE, SPLITS, ParquetSink, scoring_shard_path, write_json
+from components.prepare import Prepare
+from components.quality import (
+    Profile,
+    evaluate,
+    parse_checks,
+    raise_for_errors,
+    reference_of,
+    write_report,
+)
 
 __all__ = ["run"]
 
@@ -42,7 +64,9 @@ log = logging.getLogger(__name__)
 # row groups of the dataset do not depend on the shard count.
 PENDING_ROWS_BUDGET = 1_000_000
 PROGRESS_ROWS = 1_000_000
-_MIN_BLOCK, _MAX_BLOCK = 1 << 20, 64 << 20
+REJECTS_FILE = "rejects.parquet"
+ID_BUCKET_BITS = 8
+ID_BUCKETS = 1 << ID_BUCKET_BITS  # spill files of id hashes for the uniqueness check
 
 
 @dataclass(frozen=True)
@@ -53,16 +77,12 @@ class _Settings:
     shards: int
     seed: int
     features: dict[str, Any]
-    drop: tuple[str, ...]
-    delimiter: str
-    batch_rows: int
+    drop_nulls: tuple[str, ...]
     sample_rows: int | None
+    max_reject_fraction: float
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> _Settings:
-        fmt = params.get("format", "csv")
-        if fmt != "csv":
-            raise ParamError(f"etl format {fmt!r} is not supported; expected 'csv'")
         split = params.get("split", {"train": 0.8, "validation": 0.1, "test": 0.1})
         unknown = sorted(set(split) - set(SPLITS))
         if unknown:
@@ -80,6 +100,9 @@ class _Settings:
         features = dict(params.get("features") or {})
         if not params.get("target"):
             raise ParamError("etl params have no target; set target to the label column's name")
+        fraction = float(params.get("max_reject_fraction", 0.0))
+        if not 0.0 <= fraction <= 1.0:
+            raise ParamError(f"max_reject_fraction={fraction} is invalid; expected 0..1")
         return cls(
             id_column=params.get("id_column"),
             target=params["target"],
@@ -87,36 +110,44 @@ class _Settings:
             shards=shards,
             seed=int(params.get("seed", 0)),
             features=features,
-            drop=tuple(features.pop("drop", None) or ()),
-            delimiter=(params.get("csv") or {}).get("delimiter", ","),
-            batch_rows=int(params.get("batch_rows", 32_768)),
+            drop_nulls=tuple(features.get("drop_nulls") or ()),
             sample_rows=_positive_or_none(params.get("sample_rows"), "sample_rows"),
+            max_reject_fraction=fraction,
         )
 
 
 def run(
     inputs: dict[str, str | list[str]], params: dict[str, Any], outputs: dict[str, str]
 ) -> dict[str, float | int | str]:
-    """Convert CSV source data into Parquet splits, scoring shards and a feature spec.
+    """Convert source data into Parquet splits, scoring shards, a feature spec and reports.
 
     Every source row lands in exactly one split and, independently, in exactly one
-    scoring shard.
+    scoring shard, or in the rejects: rows in = rows out + rows rejected.
 
     Args:
-        inputs: ``source``: a CSV file, a directory of ``*.csv`` files (read in name
-            order), or a ``pyarrow.fs`` URI of either.
-        params: ``id_column`` (None: hash whole rows), ``target``, ``split`` fractions,
-            ``shards``, ``seed``, ``features`` (roles, ``drop``, ``max_categories``),
-            ``csv.delimiter``, ``batch_rows`` (approximate rows per parsed batch) and
-            ``sample_rows`` (read only the first that many rows; None reads all).
+        inputs: ``source``: a file, a directory, a glob pattern or an object-store URI of
+            either (CSV, JSON Lines or Parquet).
+        params: ``format``, ``csv`` options, ``columns`` (declared types),
+            ``storage_options``, ``id_column`` (None: hash whole rows), ``target``, ``split``
+            fractions, ``shards``, ``seed``, ``features`` (roles,
+            encodings and row-level transforms), ``batch_rows``, ``sample_rows``,
+            ``max_reject_fraction`` and ``quality`` (``checks``, ``reference``).
         outputs: Directories to create: ``dataset`` (``train/``, ``validation/``,
-            ``test/`` and ``_manifest.json``), ``feature_spec`` and ``scoring``
-            (``shard-00000.parquet``, ... and ``_manifest.json``).
+            ``test/`` and ``_manifest.json``), ``feature_spec``, ``scoring``
+            (``shard-00000.parquet``, ... and ``_manifest.json``) and, when given,
+            ``rejects`` (``rejects.parquet`` and ``_manifest.json``) and ``quality``
+            (``quality.json`` and ``quality.md``).
 
     Returns:
-        Row counts per split, ``seconds`` and ``rows_per_s``.
+        Row counts (in, out, rejected, per split), failed/warned checks, ``seconds`` and
+        ``rows_per_s``.
     """
     settings = _Settings.from_params(params)
+    options = SourceOptions.from_params(params)
+    quality_params = dict(params.get("quality") or {})
+    checks = parse_checks(quality_params.get("checks"))
+    reference = _reference(quality_params.get("reference"))
+    prepare = Prepare.from_dict(settings.features)
     source = inputs["source"]
     if not isinstance(source, str):
         raise DataError(f"etl source must be one path or URI, got a list: {source}")
@@ -126,40 +157,102 @@ def run(
         os.makedirs(directory, exist_ok=True)
 
     start = time.perf_counter()
-    fs, files = _source_files(source)
-    batches = _read_csv(fs, files, settings)
-    if settings.sample_rows is not None:
-        batches = _first_rows(batches, settings.sample_rows)
-    first = next(batches, None)
-    if first is None:
-        raise DataError(f"{source} holds no data rows; expected a CSV with a header and rows")
-    schema = _output_schema(first.schema, settings, source)
-    accumulator = FeatureSpecAccumulator(
-        schema,
-        id_column=settings.id_column,
-        target=settings.target,
-        numeric=settings.features.get("numeric"),
-        categorical=settings.features.get("categorical"),
-        timestamp=settings.features.get("timestamp"),
-        max_categories=int(settings.features.get("max_categories", 50)),
-    )
-    rows, split_rows, shard_rows = _write_outputs(
-        _chain(first, batches), schema, settings, dataset_dir, scoring_dir, accumulator
-    )
+    fs, files, fmt = open_source(source, options)
+    log.info("etl: %d %s file(s) from %s", len(files), fmt, source)
+    rejects = _Rejects(outputs.get("rejects"))
+    raw_checks = [c for c in checks if c.on == "raw"]
+    profiles = {
+        "raw": Profile(raw_checks, reference),
+        "prepared": Profile([c for c in checks if c.on == "prepared"], reference),
+    }
+    raw_columns = sorted({c.column for c in raw_checks if c.column})
+    id_hashes = _IdHashes(dataset_dir) if settings.id_column else None
+    try:
+        batches = _prepared(
+            read_batches(fs, files, fmt, options, rejects.add),
+            prepare,
+            settings,
+            rejects,
+            profiles["raw"],
+            raw_columns,
+        )
+        if settings.sample_rows is not None:
+            batches = _first_rows(batches, settings.sample_rows)
+        first = next(batches, None)
+        if first is None:
+            raise DataError(
+                f"{source} holds no readable rows ({rejects.count} rejected); expected data"
+            )
+        schema = _output_schema(first.schema, settings, source)
+        accumulator = FeatureSpecAccumulator(
+            schema,
+            id_column=settings.id_column,
+            target=settings.target,
+            numeric=settings.features.get("numeric"),
+            categorical=settings.features.get("categorical"),
+            timestamp=settings.features.get("timestamp"),
+            max_categories=int(settings.features.get("max_categories", 50)),
+            scaling=settings.features.get("scaling") or "standard",
+            encoding=settings.features.get("encoding") or "onehot",
+            prepare=prepare.to_dict() if not prepare.empty else None,
+        )
+        rows, split_rows, shard_rows = _write_outputs(
+            _chain(first, batches),
+            schema,
+            settings,
+            dataset_dir,
+            scoring_dir,
+            accumulator,
+            profiles["prepared"],
+            id_hashes,
+        )
+        repeated = id_hashes.repeated() if id_hashes is not None else 0
+    finally:
+        rejects.close()
+        if id_hashes is not None:
+            id_hashes.close()
+    rows_in = rows + rejects.count
+    log.info("etl: %d rows in, %d out, %d rejected", rows_in, rows, rejects.count)
+    duplicates = {settings.id_column: repeated} if settings.id_column else {}
+    results = evaluate(checks, profiles, duplicates=duplicates, reference=reference)
+    report = {
+        "rows_in": rows_in,
+        "rows_out": rows,
+        "rows_rejected": rejects.count,
+        "rejects_by_reason": rejects.by_reason,
+        "reference_version": reference.get("version"),
+        "checks": results,
+        "profiles": {stage: p.to_dict() for stage, p in profiles.items()},
+    }
+    if outputs.get("quality"):
+        write_report(outputs["quality"], report)
+    if rejects.count > settings.max_reject_fraction * rows_in:
+        first_reject = rejects.first
+        raise DataError(
+            f"{rejects.count} of {rows_in} rows ({rejects.count / rows_in:.2%}) could not be "
+            f"read, more than max_reject_fraction={settings.max_reject_fraction}; first: "
+            f"{first_reject}; fix the source or raise etl.max_reject_fraction (see rejects)"
+        )
+    raise_for_errors(results)
+    if (
+        settings.id_column
+        and duplicates.get(settings.id_column)
+        and not any(c.check == "unique" and c.column == settings.id_column for c in checks)
+    ):
+        raise DataError(_duplicate_message(settings.id_column, duplicates))
     if split_rows[0] == 0:
         raise DataError(
             f"the train split is empty ({rows} rows in total); add rows or raise split.train"
         )
-    if settings.id_column is not None:
-        _check_unique_ids(scoring_dir, settings)
 
     spec = accumulator.finalize()
     columns = [[f.name, str(f.type)] for f in schema]
     write_json(os.path.join(spec_dir, FEATURE_SPEC_FILE), spec.to_dict())
+    rows_meta = {"rows": rows, "rows_in": rows_in, "rows_rejected": rejects.count}
     write_json(
         os.path.join(dataset_dir, MANIFEST_FILE),
         {
-            "rows": rows,
+            **rows_meta,
             "splits": dict(zip(SPLITS, split_rows, strict=True)),
             "schema": columns,
             "id_column": settings.id_column,
@@ -167,16 +260,18 @@ def run(
             "feature_spec_version": spec.version,
             "split_fractions": dict(zip(SPLITS, settings.fractions, strict=True)),
             "seed": settings.seed,
+            "files": _digests(dataset_dir),
         },
     )
     write_json(
         os.path.join(scoring_dir, MANIFEST_FILE),
         {
-            "rows": rows,
+            **rows_meta,
             "shards": shard_rows,
             "schema": columns,
             "id_column": settings.id_column,
             "seed": settings.seed,
+            "files": _digests(scoring_dir),
         },
     )
     seconds = time.perf_counter() - start
@@ -189,10 +284,119 @@ def run(
     )
     return {
         "rows": rows,
+        "rows_in": rows_in,
+        "rows_rejected": rejects.count,
         **{f"rows_{s}": n for s, n in zip(SPLITS, split_rows, strict=True)},
+        "checks_failed": sum(r["status"] == "fail" for r in results),
+        "checks_warned": sum(r["status"] == "warn" for r in results),
         "seconds": round(seconds, 3),
         "rows_per_s": round(rows / seconds, 1),
     }
+
+
+def _prepared(
+    batches: Iterator[Batch],
+    prepare: Prepare,
+    settings: _Settings,
+    rejects: _Rejects,
+    raw_profile: Profile,
+    raw_columns: list[str],
+) -> Iterator[pa.RecordBatch]:
+    """Profile raw rows, apply the row-level transforms, reject rows with required nulls."""
+    for batch in batches:
+        data = batch.data
+        if raw_columns:
+            raw_profile.update(data.select([c for c in raw_columns if c in data.schema.names]))
+        else:
+            raw_profile.rows += data.num_rows
+        data = prepare(data)
+        if settings.drop_nulls:
+            missing = [c for c in settings.drop_nulls if c not in data.schema.names]
+            if missing:
+                raise DataError(
+                    f"features.drop_nulls names {missing}, which are not columns (columns: "
+                    f"{data.schema.names}); fix the names"
+                )
+            null = np.zeros(data.num_rows, dtype=bool)
+            reason = np.full(data.num_rows, "", dtype=object)
+            for name in settings.drop_nulls:
+                is_null = pc.is_null(data.column(name)).to_numpy(zero_copy_only=False)
+                reason[is_null & ~null] = f"column {name!r}: null (features.drop_nulls)"
+                null |= is_null
+            if null.any():
+                for i in np.flatnonzero(null):
+                    rejects.add(Reject(batch.source, None, int(batch.rows[i]), reason[i], ""))
+                data = data.filter(pa.array(~null))
+        if data.num_rows:
+            yield data
+
+
+class _Rejects:
+    """Collects rejected rows into ``rejects.parquet`` (buffered; written on close)."""
+
+    def __init__(self, directory: str | None) -> None:
+        self.count = 0
+        self.by_reason: dict[str, int] = {}
+        self.first: str | None = None
+        self._directory = directory
+        self._pending: list[Reject] = []
+        self._sink: ParquetSink | None = None
+        if directory is not None:
+            os.makedirs(directory, exist_ok=True)
+            self._sink = ParquetSink(os.path.join(directory, REJECTS_FILE), REJECT_SCHEMA)
+
+    def add(self, reject: Reject) -> None:
+        self.count += 1
+        kind = reject.reason.split(":")[0]
+        self.by_reason[kind] = self.by_reason.get(kind, 0) + 1
+        if self.first is None:
+            where = f"line {reject.line}" if reject.line else f"row {reject.row}"
+            self.first = f"{reject.source} {where}: {reject.reason}"
+        if self._sink is not None:
+            self._pending.append(reject)
+            if len(self._pending) >= 65_536:
+                self._flush()
+
+    def _flush(self) -> None:
+        if self._sink is None or not self._pending:
+            return
+        columns = {f.name: [getattr(r, f.name) for r in self._pending] for f in REJECT_SCHEMA}
+        self._sink.write(pa.RecordBatch.from_pydict(columns, schema=REJECT_SCHEMA))
+        self._pending.clear()
+
+    def close(self) -> None:
+        if self._sink is None or self._directory is None:
+            return
+        self._flush()
+        self._sink.close()
+        self._sink = None
+        write_json(
+            os.path.join(self._directory, MANIFEST_FILE),
+            {"rows": self.count, "by_reason": self.by_reason, "schema": REJECT_SCHEMA.names},
+        )
+
+
+def _reference(directory: str | None) -> dict[str, Any]:
+    """Drift reference statistics from a feature spec directory (or {} when none)."""
+    if not directory:
+        return {}
+    return reference_of(load_feature_spec(directory).to_dict())
+
+
+def _digests(directory: str) -> dict[str, dict[str, Any]]:
+    """sha256 and size of every Parquet file under ``directory``, by relative path."""
+    found = {}
+    for root, _, names in sorted(os.walk(directory)):
+        for name in sorted(names):
+            if name.endswith(".parquet"):
+                path = os.path.join(root, name)
+                digest = hashlib.sha256()
+                with open(path, "rb") as f:
+                    for block in iter(lambda f=f: f.read(1 << 22), b""):
+                        digest.update(block)
+                rel = os.path.relpath(path, directory)
+                found[rel] = {"bytes": os.path.getsize(path), "sha256": digest.hexdigest()}
+    return found
 
 
 def _write_outputs(
@@ -202,21 +406,39 @@ def _write_outputs(
     dataset_dir: str,
     scoring_dir: str,
     accumulator: FeatureSpecAccumulator,
+    profile: Profile,
+    id_hashes: _IdHashes | None,
 ) -> tuple[int, list[int], list[int]]:
     """Route every row to its split and scoring shard; return (rows, split rows, shard rows)."""
+    # One encoding thread for the splits and one for the shards (each keeps its files' row
+    # groups in order); both overlap with parsing in this thread (PERF-NOTES: encoding is
+    # 40-50% of a CSV -> Parquet pass).
+    split_pool = ThreadPoolExecutor(1, thread_name_prefix="etl-splits")
+    shard_pool = ThreadPoolExecutor(1, thread_name_prefix="etl-shards")
+    plain = [settings.id_column] if settings.id_column else []  # unique: no dictionary
     split_sinks = [
-        ParquetSink(os.path.join(dataset_dir, s, "part-00000.parquet"), schema) for s in SPLITS
+        ParquetSink(
+            os.path.join(dataset_dir, s, "part-00000.parquet"),
+            schema,
+            executor=split_pool,
+            plain=plain,
+        )
+        for s in SPLITS
     ]
     shard_sinks = [
-        ParquetSink(scoring_shard_path(scoring_dir, k), schema) for k in range(settings.shards)
+        ParquetSink(scoring_shard_path(scoring_dir, k), schema, executor=shard_pool, plain=plain)
+        for k in range(settings.shards)
     ]
     sinks = split_sinks + shard_sinks
     hasher = _RowHasher(settings)
     rows = 0
     try:
         for batch in batches:
-            batch = batch.select(schema.names)
+            batch = _conform(batch, schema)
+            profile.update(batch)
             split_hash, shard_hash = hasher(batch, rows)
+            if id_hashes is not None:
+                id_hashes.add(hasher.hashes)
             if (rows + batch.num_rows) // PROGRESS_ROWS > rows // PROGRESS_ROWS:
                 log.info("etl: %d rows read", rows + batch.num_rows)
             rows += batch.num_rows
@@ -232,59 +454,23 @@ def _write_outputs(
         for sink in sinks:
             sink.abort()
         raise
+    finally:
+        split_pool.shutdown()
+        shard_pool.shutdown()
 
 
-def _source_files(source: str) -> tuple[pafs.FileSystem, list[str]]:
-    if "://" in source:
-        fs, path = pafs.FileSystem.from_uri(source)
-    else:
-        fs, path = pafs.LocalFileSystem(), os.path.abspath(source)
-    info = fs.get_file_info(path)
-    if info.type == pafs.FileType.File:
-        return fs, [path]
-    if info.type == pafs.FileType.Directory:
-        found = fs.get_file_info(pafs.FileSelector(path))
-        files = sorted(i.path for i in found if i.is_file and i.path.endswith(".csv"))
-        if files:
-            return fs, files
-        raise DataError(f"directory {source} has no *.csv files; expected CSV source data")
-    raise DataError(f"source {source} does not exist; expected a CSV file or a directory of them")
-
-
-def _read_csv(
-    fs: pafs.FileSystem, files: list[str], settings: _Settings
-) -> Iterator[pa.RecordBatch]:
-    """Yield record batches of every file; later files are parsed with the first's types."""
-    block_size = _block_size(fs, files[0], settings.batch_rows)
-    column_types: dict[str, pa.DataType] = {}
-    if settings.id_column is not None:
-        column_types[settings.id_column] = pa.string()
-    schema: pa.Schema | None = None
-    for path in files:
-        with fs.open_input_stream(path) as stream:
-            try:
-                reader = pacsv.open_csv(
-                    stream,
-                    read_options=pacsv.ReadOptions(block_size=block_size),
-                    parse_options=pacsv.ParseOptions(delimiter=settings.delimiter),
-                    convert_options=pacsv.ConvertOptions(
-                        column_types=column_types, strings_can_be_null=True
-                    ),
-                )
-                if schema is None:
-                    schema = reader.schema
-                    column_types = {f.name: f.type for f in schema}
-                elif reader.schema.names != schema.names:
-                    raise DataError(
-                        f"{path} has columns {reader.schema.names} but {files[0]} has "
-                        f"{schema.names}; all source files need the same header"
-                    )
-                yield from reader
-            except pa.ArrowInvalid as e:
-                raise DataError(
-                    f"{path} cannot be parsed as CSV: {e}; fix the file (types are inferred "
-                    "from the first block of the first file)"
-                ) from None
+def _conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    """Select the output columns; cast when a later batch's types differ (e.g. all-null)."""
+    batch = batch.select(schema.names)
+    if batch.schema.equals(schema):
+        return batch
+    try:
+        return batch.cast(schema)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+        raise DataError(
+            f"a later batch has types {batch.schema.types} that do not match the first "
+            f"batch's {schema.types}: {e}; declare the column types in data.columns"
+        ) from None
 
 
 def _first_rows(batches: Iterator[pa.RecordBatch], limit: int) -> Iterator[pa.RecordBatch]:
@@ -305,14 +491,6 @@ def _positive_or_none(value: Any, name: str) -> int | None:
     return int(value)
 
 
-def _block_size(fs: pafs.FileSystem, path: str, batch_rows: int) -> int:
-    """Bytes per CSV block so that a block holds about ``batch_rows`` rows."""
-    with fs.open_input_stream(path) as stream:
-        sample = stream.read(_MIN_BLOCK)
-    bytes_per_row = len(sample) / max(sample.count(b"\n"), 1)
-    return int(min(max(batch_rows * bytes_per_row, _MIN_BLOCK), _MAX_BLOCK))
-
-
 def _output_schema(source_schema: pa.Schema, settings: _Settings, source: str) -> pa.Schema:
     names = source_schema.names
     required = {"target": settings.target}
@@ -321,18 +499,10 @@ def _output_schema(source_schema: pa.Schema, settings: _Settings, source: str) -
     for key, name in required.items():
         if name not in names:
             raise DataError(
-                f"{key} {name!r} is not a column of {source}; available columns: {names}; "
-                f"set {key} to one of them"
+                f"{key} {name!r} is not a column of {source}; "
+                f"available columns: {names}; set {key} to one of them"
             )
-        if name in settings.drop:
-            raise DataError(f"features.drop lists the {key} {name!r}; remove it from drop")
-    unknown = sorted(set(settings.drop) - set(names))
-    if unknown:
-        raise DataError(
-            f"features.drop names columns {unknown} that are not in {source}; "
-            f"available columns: {names}"
-        )
-    return pa.schema([f for f in source_schema if f.name not in settings.drop])
+    return source_schema
 
 
 class _RowHasher:
@@ -371,6 +541,7 @@ class _RowHasher:
             )
         values = ids.to_numpy(zero_copy_only=False)
         h = pd.util.hash_array(values, encoding="utf8", hash_key=self._key, categorize=False)
+        self.hashes = h
         split = np.searchsorted(self._bounds, (h >> np.uint64(11)) * 2.0**-53, side="right")
         shard = _mix64(h ^ self._shard_key) % self._shards
         return split.astype(np.intp), shard.astype(np.intp)
@@ -408,17 +579,44 @@ def _chain(first: pa.RecordBatch, rest: Iterator[pa.RecordBatch]) -> Iterator[pa
     yield from rest
 
 
-def _check_unique_ids(scoring_dir: str, settings: _Settings) -> None:
-    """Equal ids hash to the same shard, so checking each shard finds every duplicate."""
-    for shard in range(settings.shards):
-        path = scoring_shard_path(scoring_dir, shard)
-        ids = pq.read_table(path, columns=[settings.id_column]).column(0)
-        if pc.count_distinct(ids).as_py() != len(ids):
-            counts = pc.value_counts(ids)
-            repeated = counts.filter(pc.greater(counts.field("counts"), 1))
-            example = repeated[0]["values"].as_py()
-            raise DataError(
-                f"id column {settings.id_column!r} has {len(repeated)} repeated values (e.g. "
-                f"{example!r} appears {repeated[0]['counts'].as_py()} times); ids must be "
-                "unique: deduplicate the source data"
-            )
+class _IdHashes:
+    """Counts repeated ids in bounded memory: the keyed 64-bit hash of every id goes to one
+    of :data:`ID_BUCKETS` spill files by its top bits, and each file is checked alone.
+
+    Two different ids share a hash with probability ~n^2/2^65 (about 3e-6 for 10M rows).
+    """
+
+    def __init__(self, dataset_dir: str) -> None:
+        self._dir = tempfile.mkdtemp(prefix=".id-hashes-", dir=dataset_dir)
+        self._files = [open(os.path.join(self._dir, f"{k:03d}"), "wb") for k in range(ID_BUCKETS)]  # noqa: SIM115
+
+    def add(self, hashes: np.ndarray) -> None:
+        bucket = (hashes >> np.uint64(64 - ID_BUCKET_BITS)).astype(np.intp)
+        order = np.argsort(bucket, kind="stable")
+        counts = np.bincount(bucket, minlength=ID_BUCKETS)
+        offsets = np.concatenate([[0], np.cumsum(counts)])
+        ordered = hashes[order]
+        for k in np.flatnonzero(counts):
+            self._files[k].write(ordered[offsets[k] : offsets[k + 1]].tobytes())
+
+    def repeated(self) -> int:
+        """Rows whose id hash was seen before (0 when every id is unique)."""
+        for f in self._files:
+            f.close()
+        total = 0
+        for k in range(ID_BUCKETS):
+            values = np.fromfile(os.path.join(self._dir, f"{k:03d}"), dtype=np.uint64)
+            total += values.size - np.unique(values).size
+        return total
+
+    def close(self) -> None:
+        for f in self._files:
+            f.close()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+
+def _duplicate_message(id_column: str, duplicates: dict[str, int]) -> str:
+    return (
+        f"id column {id_column!r} has {duplicates[id_column]} repeated values; ids must be "
+        "unique: deduplicate the source data"
+    )

@@ -4,16 +4,24 @@ ETL fits it on the train split, training stores it next to the model, and evalua
 inference transform with that same stored spec, so training and scoring features never
 drift. Encoding, per column role:
 
-* numeric: nulls and non-finite values become the train mean, then ``(x - mean) / std``.
+* numeric: nulls and non-finite values become the train mean, then ``(x - mean) / std``
+  (``scaling: standard``), ``(x - min) / (max - min)`` (``minmax``) or ``x`` (``none``).
 * categorical: one-hot over the ``max_categories`` most frequent train values (ties broken
-  by value), plus one ``__other__`` slot that receives unseen values *and* nulls.
+  by value), plus one ``__other__`` slot that receives unseen values *and* nulls; or, with
+  ``encoding: index``, one column holding the value's position in that vocabulary (the
+  vocabulary size for other values).
 * timestamp: hour, day of week and month as sin/cos pairs (0 when null), plus days since
   the Unix epoch standardised like a numeric column.
+
+Before encoding, the spec applies its row-level transforms (:class:`components.prepare.Prepare`:
+renames, derived columns, fills, clips, user transforms), which are idempotent, so raw rows
+and ETL output rows give identical features.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -28,7 +36,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from components.errors import DataError
+from components.errors import DataError, ParamError
+from components.prepare import Prepare
 
 __all__ = [
     "FEATURE_SPEC_FILE",
@@ -44,6 +53,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 FEATURE_SPEC_FILE = "feature_spec.json"
+SCALINGS = ("standard", "minmax", "none")
+ENCODINGS = ("onehot", "index")
 OTHER = "__other__"
 SECONDS_PER_DAY = 86_400.0
 # (part name, extractor, period) of the cyclic timestamp encodings.
@@ -61,6 +72,8 @@ class NumericColumn:
     name: str
     mean: float
     std: float
+    minimum: float = 0.0
+    maximum: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -90,6 +103,9 @@ class FeatureSpec:
     categorical: tuple[CategoricalColumn, ...] = ()
     timestamp: tuple[TimestampColumn, ...] = ()
     fitted_rows: int = 0
+    scaling: str = "standard"
+    encoding: str = "onehot"
+    prepare: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def fit(
@@ -131,6 +147,9 @@ class FeatureSpec:
         """Names of the output columns of :meth:`transform`, in order."""
         names = [c.name for c in self.numeric]
         for c in self.categorical:
+            if self.encoding == "index":
+                names.append(c.name)
+                continue
             names += [f"{c.name}={v}" for v in c.vocabulary] + [f"{c.name}={OTHER}"]
         for c in self.timestamp:
             names += [f"{c.name}.{part}_{fn}" for part, _, _ in _CYCLES for fn in ("sin", "cos")]
@@ -138,7 +157,13 @@ class FeatureSpec:
         return names
 
     def transform(self, data: pa.RecordBatch | pa.Table) -> np.ndarray:
-        """Encode ``data`` into a float32 array of shape ``[rows, len(feature_names)]``."""
+        """Encode ``data`` into a float32 array of shape ``[rows, len(feature_names)]``.
+
+        ``data`` may be raw rows or ETL output: the row-level transforms are applied first
+        and are idempotent.
+        """
+        if self.prepare:
+            data = _prepare_of(self)(_as_batch(data), strict=False)
         missing = [name for name in self.input_columns if name not in data.schema.names]
         if missing:
             raise DataError(
@@ -151,13 +176,22 @@ class FeatureSpec:
         j = 0
         for num in self.numeric:
             values = _float_values(_column(data, num.name), num.mean, num.name)
-            out[:, j] = (values - num.mean) / num.std
+            if self.scaling == "standard":
+                out[:, j] = (values - num.mean) / num.std
+            elif self.scaling == "minmax":
+                out[:, j] = (values - num.minimum) / max(num.maximum - num.minimum, 1e-12)
+            else:
+                out[:, j] = values
             j += 1
         for cat in self.categorical:
             codes = pc.index_in(
                 _as_string(_column(data, cat.name)), pa.array(cat.vocabulary, pa.string())
             )
             codes = pc.fill_null(codes, len(cat.vocabulary)).to_numpy(zero_copy_only=False)
+            if self.encoding == "index":
+                out[:, j] = codes
+                j += 1
+                continue
             out[np.arange(rows), j + codes] = 1.0
             j += len(cat.vocabulary) + 1
         for ts in self.timestamp:
@@ -215,6 +249,9 @@ class FeatureSpec:
             ),
             timestamp=tuple(TimestampColumn(**c) for c in d["timestamp"]),
             fitted_rows=d["fitted_rows"],
+            scaling=d.get("scaling", "standard"),
+            encoding=d.get("encoding", "onehot"),
+            prepare=d.get("prepare") or {},
         )
         recorded = d.get("version")
         if recorded is not None and recorded != spec.version:
@@ -239,6 +276,9 @@ class FeatureSpec:
             ],
             "timestamp": [dataclasses.asdict(c) for c in self.timestamp],
             "fitted_rows": self.fitted_rows,
+            "scaling": self.scaling,
+            "encoding": self.encoding,
+            "prepare": self.prepare,
         }
 
 
@@ -339,7 +379,18 @@ class FeatureSpecAccumulator:
         categorical: Sequence[str] | None = None,
         timestamp: Sequence[str] | None = None,
         max_categories: int = 50,
+        scaling: str = "standard",
+        encoding: str = "onehot",
+        prepare: dict[str, Any] | None = None,
     ) -> None:
+        if scaling not in SCALINGS:
+            raise ParamError(f"features.scaling={scaling!r} is unknown; expected one of {SCALINGS}")
+        if encoding not in ENCODINGS:
+            raise ParamError(
+                f"features.encoding={encoding!r} is unknown; expected one of {ENCODINGS}"
+            )
+        self._scaling, self._encoding = scaling, encoding
+        self._prepare = Prepare.from_dict(prepare).to_dict() if prepare else {}
         if max_categories < 1:
             raise DataError(
                 f"features.max_categories={max_categories} is not positive; set it to >= 1"
@@ -376,7 +427,9 @@ class FeatureSpecAccumulator:
 
     def finalize(self) -> FeatureSpec:
         """Freeze the statistics into a :class:`FeatureSpec`."""
-        numeric = tuple(NumericColumn(n, *m.mean_std()) for n, m in self._numeric.items())
+        numeric = tuple(
+            NumericColumn(n, *m.mean_std(), *m.range()) for n, m in self._numeric.items()
+        )
         timestamp = tuple(TimestampColumn(n, *m.mean_std()) for n, m in self._days.items())
         categorical = tuple(
             CategoricalColumn(
@@ -394,6 +447,9 @@ class FeatureSpecAccumulator:
             categorical=categorical,
             timestamp=timestamp,
             fitted_rows=self._rows,
+            scaling=self._scaling,
+            encoding=self._encoding,
+            prepare=self._prepare,
         )
 
 
@@ -404,11 +460,15 @@ class _Moments:
         self.n = 0
         self.mean = 0.0
         self.m2 = 0.0
+        self.minimum = math.inf
+        self.maximum = -math.inf
 
     def update(self, x: np.ndarray) -> None:
         if x.size == 0:
             return
         n_b = x.size
+        self.minimum = min(self.minimum, float(x.min()))
+        self.maximum = max(self.maximum, float(x.max()))
         mean_b = float(x.mean())
         m2_b = float(((x - mean_b) ** 2).sum())
         n = self.n + n_b
@@ -421,6 +481,10 @@ class _Moments:
         """Population mean and std; std is 1.0 when undefined or zero (constant column)."""
         std = math.sqrt(self.m2 / self.n) if self.n else 0.0
         return self.mean, std if std > 1e-12 else 1.0
+
+    def range(self) -> tuple[float, float]:
+        """Minimum and maximum seen (0 and 1 when nothing was seen)."""
+        return (self.minimum, self.maximum) if self.n else (0.0, 1.0)
 
 
 def _is_numeric(t: pa.DataType) -> bool:
@@ -488,3 +552,20 @@ def _float_values(column: pa.Array, fill: float, name: str) -> np.ndarray:
 def _finite(column: pa.Array) -> np.ndarray:
     x = pc.cast(column.drop_null(), pa.float64()).to_numpy(zero_copy_only=False)
     return x[np.isfinite(x)]
+
+
+@functools.cache
+def _prepare_cached(prepare_json: str) -> Prepare:
+    return Prepare.from_dict(json.loads(prepare_json))
+
+
+def _prepare_of(spec: FeatureSpec) -> Prepare:
+    return _prepare_cached(json.dumps(spec.prepare, sort_keys=True))
+
+
+def _as_batch(data: pa.RecordBatch | pa.Table) -> pa.RecordBatch:
+    if isinstance(data, pa.RecordBatch):
+        return data
+    return pa.RecordBatch.from_arrays(
+        [c.combine_chunks() for c in data.columns], names=data.schema.names
+    )

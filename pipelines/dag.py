@@ -216,6 +216,8 @@ def build_dag(config: Config) -> Dag:
     stages = set(config.stages)
     if "etl" in stages:
         builder.add_etl()
+    if "batch_map" in stages:
+        builder.add_batch_map()
     if "train" in stages:
         if config.cv.enabled:
             builder.add_cv()
@@ -295,11 +297,14 @@ class _Builder:
             )
             source = Ref("datagen", "raw")
         features = self.config.features
+        quality = self.config.quality
         self._add(
             "etl",
             "components.etl:run",
             params={
-                "format": "csv",
+                "format": data.format if data.kind == "csv" else "auto",
+                "columns": dict(data.columns),
+                "storage_options": dict(data.storage_options),
                 "id_column": data.id_column,
                 "target": data.target,
                 "split": dataclasses.asdict(data.split),
@@ -311,14 +316,54 @@ class _Builder:
                     "timestamp": features.timestamp,
                     "drop": list(features.drop),
                     "max_categories": features.max_categories,
+                    "encoding": features.encoding,
+                    "scaling": features.scaling,
+                    "select": features.select,
+                    "rename": dict(features.rename),
+                    "derive": dict(features.derive),
+                    "timestamp_parts": {k: list(v) for k, v in features.timestamp_parts.items()},
+                    "fill": dict(features.fill),
+                    "clip": {k: list(v) for k, v in features.clip.items()},
+                    "drop_nulls": list(features.drop_nulls),
+                    "transforms": [dict(t) for t in features.transforms],
                 },
                 "csv": dataclasses.asdict(data.csv),
                 "batch_rows": data.batch_rows,
                 "sample_rows": data.sample_rows,
+                "max_reject_fraction": self.config.etl.max_reject_fraction,
+                "quality": {
+                    "checks": [dict(c) for c in quality.checks],
+                    "reference": quality.reference,
+                },
             },
             inputs={"source": source},
-            outputs=("dataset", "feature_spec", "scoring"),
-            description="split into train/validation/test and scoring shards; fit features",
+            outputs=("dataset", "feature_spec", "scoring", "rejects", "quality"),
+            description="extract, check quality, quarantine bad rows, split; fit features",
+        )
+
+    def add_batch_map(self) -> None:
+        batch_map = self.config.batch_map
+        shards = self.config.inference.shards
+        self._add(
+            "batch_map",
+            "components.batch_map:run",
+            params={
+                "function": dict(batch_map.function),
+                "columns": list(batch_map.columns) if batch_map.columns is not None else None,
+                "batch_rows": batch_map.batch_rows,
+            },
+            inputs={"scoring": Ref("etl", "scoring")},
+            outputs=("mapped",),
+            fan_out=FanOut("shard", tuple(range(shards)), batch_map.parallelism),
+            description="apply the batch_map function to one scoring shard",
+        )
+        self._add(
+            "batch_map_merge",
+            "components.batch_map:merge",
+            params={},
+            inputs={"mapped": Ref("batch_map", "mapped")},
+            outputs=("dataset",),
+            description="collect every shard's batch_map output into one dataset",
         )
 
     def _train_params(self, step_name: str) -> dict[str, Any]:

@@ -184,7 +184,7 @@ def test_bad_step_name_in_a_resources_file_is_caught(kfbatch, tmp_path: Path) ->
     (tmp_path / "resources" / "big.yaml").write_text("steps:\n  trian:\n    cpu: 4\n")
     result = kfbatch("dag", "--config-dir", str(tmp_path), "resources=big")
     assert result.code == 2
-    assert "resources.steps.trian: expected one of the keys datagen, etl, train" in result.err
+    assert "resources.steps.trian: expected one of the keys datagen, etl, batch_map" in result.err
 
 
 #: Options that leave keys for the user to fill in, with the values this test fills in.

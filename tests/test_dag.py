@@ -103,7 +103,8 @@ def test_dag_tree_shows_resources_and_fan_outs(kfbatch) -> None:
 def test_every_step_has_a_resources_entry() -> None:
     steps = {f.name for f in dataclasses.fields(StepResources)}
     everything = _dag("cv.enabled=true", "tune.enabled=true", "evaluate=gated")
-    assert {step.name for step in everything.steps} == steps
+    signals = _dag("experiment=signals")
+    assert {step.name for step in (*everything.steps, *signals.steps)} == steps
 
 
 def test_scoring_only_run_reads_the_model_and_data_from_outside() -> None:
@@ -122,3 +123,35 @@ def test_scoring_with_a_given_model_after_etl() -> None:
         "scoring": Ref("etl", "scoring"),
         "model": Uri("/models/m1"),
     }
+
+
+def test_etl_params_carry_data_options_transforms_and_checks() -> None:
+    dag = _dag(
+        "data=csv",
+        "data.uri=s3://bucket/raw/*.jsonl",
+        "data.id_column=id",
+        "data.target=y",
+        "+data.storage_options={endpoint_override: 'http://127.0.0.1:9000', scheme: http}",
+        "+features.clip.amount=[0,100]",
+        "quality=demo",
+        "etl.max_reject_fraction=0.01",
+    )
+    etl = dag.step("etl")
+    assert etl.inputs == {"source": Uri("s3://bucket/raw/*.jsonl")}
+    assert etl.params["storage_options"] == {
+        "endpoint_override": "http://127.0.0.1:9000",
+        "scheme": "http",
+    }
+    assert etl.params["features"]["clip"] == {"amount": [0, 100]}
+    assert etl.params["max_reject_fraction"] == 0.01
+    assert {"check": "unique", "column": "customer_id"} in etl.params["quality"]["checks"]
+    assert etl.outputs == ("dataset", "feature_spec", "scoring", "rejects", "quality")
+
+
+def test_batch_map_fans_out_over_the_scoring_shards() -> None:
+    dag = _dag("experiment=signals", "inference.shards=3")
+    step = dag.step("batch_map")
+    assert step.fan_out is not None and step.fan_out.items == (0, 1, 2)
+    assert step.inputs == {"scoring": Ref("etl", "scoring")}
+    assert dag.step("batch_map_merge").inputs == {"mapped": Ref("batch_map", "mapped")}
+    assert step.params["function"]["_target_"] == "components.examples.signals.welch_psd"

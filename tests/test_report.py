@@ -18,7 +18,16 @@ from pipelines.report import write_report
 pytestmark = pytest.mark.integration
 
 SMALL = ["data.rows=3000", "trainer.epochs=2", "inference.shards=2", "runtime.retries=0"]
-FULL_SECTIONS = {"dag", "timeline", "data", "training", "evaluation", "inference", "config"}
+FULL_SECTIONS = {
+    "dag",
+    "timeline",
+    "data",
+    "quality",
+    "training",
+    "evaluation",
+    "inference",
+    "config",
+}
 
 
 class _Page(HTMLParser):
@@ -124,6 +133,19 @@ def test_report_shows_data_metrics_and_row_accounting(demo: RunResult, report: P
     assert "Confusion matrix" in text
     assert "ROC curve" in text
     assert "smoke run" not in text
+
+
+def test_report_shows_quality_checks_and_profiles(tmp_path: Path) -> None:
+    result = run_local(
+        compose_config(
+            [*SMALL, "stages=[etl]", "quality=demo", f"runtime.runs_dir={tmp_path / 'runs'}"]
+        )
+    )
+    assert result.ok
+    text = write_report(result.run_dir).read_text()
+    assert "3,000 rows read, 3,000 written, 0 rejected." in text
+    assert '<td><code>age.range</code></td><td>error</td><td class="ok">pass</td>' in text
+    assert "Profile of the prepared rows" in text
 
 
 def test_report_of_a_failed_run_shows_the_failure_and_its_log(tmp_path: Path) -> None:

@@ -19,12 +19,14 @@ from omegaconf import MISSING
 
 __all__ = [
     "STAGES",
+    "BatchMapConfig",
     "CheckpointConfig",
     "Config",
     "CsvConfig",
     "CvConfig",
     "DataConfig",
     "EarlyStoppingConfig",
+    "EtlConfig",
     "EvaluateConfig",
     "FeaturesConfig",
     "GateConfig",
@@ -34,6 +36,7 @@ __all__ = [
     "ManifestsConfig",
     "PublishConfig",
     "PvcMount",
+    "QualityConfig",
     "ResourceSpec",
     "ResourcesConfig",
     "RuntimeConfig",
@@ -47,7 +50,9 @@ __all__ = [
 ]
 
 #: Stages in pipeline order; ``stages`` in the config selects a subset.
-STAGES = ("etl", "train", "evaluate", "infer")
+STAGES = ("etl", "batch_map", "train", "evaluate", "infer")
+#: The stages a config runs unless it says otherwise.
+DEFAULT_STAGES = ("etl", "train", "evaluate", "infer")
 
 #: Kubernetes resource quantity for memory (binary or decimal SI suffix), e.g. 512Mi, 4Gi, 2G.
 MEMORY_PATTERN = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$"
@@ -76,14 +81,26 @@ class CsvConfig:
     """CSV parsing options."""
 
     delimiter: str = knob(",", pattern=r"^.$", expected="a single character")
+    quote_char: str | None = knob(
+        '"', pattern=r"^.$", expected="a single character, or null to turn quoting off"
+    )
+    header: bool = True
+    column_names: list[str] | None = None
+    skip_rows: int = knob(0, ge=0)
+    null_values: list[str] | None = None
 
 
 @dataclass
 class DataConfig:
     """Where the raw data comes from and which columns play which role."""
 
-    kind: str = knob("csv", choices=("csv", "synthetic", "sklearn"))
-    uri: str | None = knob(None, expected="a CSV file or directory path, or an object-store URI")
+    kind: str = knob("csv", choices=("csv", "synthetic", "sklearn", "signals"))
+    uri: str | None = knob(
+        None, expected="a file, directory or glob pattern, or an s3://, gs:// or file:// URI"
+    )
+    format: str = knob("auto", choices=("auto", "csv", "jsonl", "parquet"))
+    columns: dict[str, str] = knob({})
+    storage_options: dict[str, Any] = knob({})
     rows: int = knob(100_000, ge=1)
     dataset: str = knob("breast_cancer", choices=("breast_cancer",))
     id_column: str | None = None
@@ -104,6 +121,49 @@ class FeaturesConfig:
     timestamp: list[str] | None = None
     drop: list[str] = knob([])
     max_categories: int = knob(20, ge=1)
+    encoding: str = knob("onehot", choices=("onehot", "index"))
+    scaling: str = knob("standard", choices=("standard", "minmax", "none"))
+    select: list[str] | None = None
+    rename: dict[str, str] = knob({})
+    derive: dict[str, str] = knob({})
+    timestamp_parts: dict[str, list[str]] = knob({})
+    fill: dict[str, Any] = knob({})
+    clip: dict[str, list[Any]] = knob({})
+    drop_nulls: list[str] = knob([])
+    transforms: list[dict[str, Any]] = knob([])
+
+
+@dataclass
+class EtlConfig:
+    """How strict ETL is about unreadable rows."""
+
+    max_reject_fraction: float = knob(
+        0.0, ge=0.0, le=1.0, expected="a fraction of input rows in [0, 1]"
+    )
+
+
+@dataclass
+class QualityConfig:
+    """Data-quality checks (see components/quality.py) and the drift reference."""
+
+    checks: list[dict[str, Any]] = knob([])
+    reference: str | None = knob(
+        None, expected="a feature_spec directory (from an earlier etl run) for drift checks"
+    )
+
+
+@dataclass
+class BatchMapConfig:
+    """A user function applied to every etl scoring shard in parallel, then merged.
+
+    ``function`` holds ``_target_`` (the import path of ``f(batch, **kwargs) -> batch``) and
+    its keyword arguments.
+    """
+
+    function: dict[str, Any] = knob({})
+    columns: list[str] | None = None
+    parallelism: int = knob(2, ge=1)
+    batch_rows: int = knob(8192, ge=1)
 
 
 @dataclass
@@ -258,6 +318,8 @@ class StepResources:
 
     datagen: ResourceSpec = field(default_factory=ResourceSpec)
     etl: ResourceSpec = field(default_factory=ResourceSpec)
+    batch_map: ResourceSpec = field(default_factory=ResourceSpec)
+    batch_map_merge: ResourceSpec = field(default_factory=ResourceSpec)
     train: ResourceSpec = field(default_factory=ResourceSpec)
     cv_train: ResourceSpec = field(default_factory=ResourceSpec)
     cv_aggregate: ResourceSpec = field(default_factory=ResourceSpec)
@@ -384,9 +446,12 @@ class Config:
         pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$",
         expected="a date YYYY-MM-DD, or null for the day the run starts (UTC)",
     )
-    stages: list[str] = knob(list(STAGES))
+    stages: list[str] = knob(list(DEFAULT_STAGES))
     data: DataConfig = field(default_factory=DataConfig)
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    etl: EtlConfig = field(default_factory=EtlConfig)
+    quality: QualityConfig = field(default_factory=QualityConfig)
+    batch_map: BatchMapConfig = field(default_factory=BatchMapConfig)
     model: dict[str, Any] = knob({})
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     cv: CvConfig = field(default_factory=CvConfig)

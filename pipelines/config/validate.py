@@ -34,7 +34,7 @@ SPLIT_USERS = (
 
 #: Which stages each stage needs to have run in the same pipeline (infer's inputs may
 #: instead come from outside: see :func:`_check_inference`).
-STAGE_NEEDS = {"train": ("etl",), "evaluate": ("train",)}
+STAGE_NEEDS = {"batch_map": ("etl",), "train": ("etl",), "evaluate": ("train",)}
 
 #: (stage, inference key that replaces its output, what that output is) for scoring-only runs.
 INFER_SOURCES = (
@@ -57,6 +57,8 @@ def validate(container: Mapping[str, Any]) -> None:
     _check_stages(container["stages"])
     _check_data(container["data"], container["stages"])
     _check_inference(container["inference"], container["stages"])
+    if "batch_map" in container["stages"]:
+        _check_batch_map(container["batch_map"])
     _check_model(container["model"])
     _check_resources(container["resources"])
     _check_training(container)
@@ -235,6 +237,16 @@ def _check_inference(inference: Mapping[str, Any], stages: list[str]) -> None:
         if stage not in stages and not inference[key]:
             expected = f"{what} when stages leave out '{stage}' (or add '{stage}' to stages)"
             raise ConfigError(f"inference.{key}", expected, None)
+
+
+def _check_batch_map(batch_map: Mapping[str, Any]) -> None:
+    target = batch_map["function"].get("_target_")
+    if not isinstance(target, str) or not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+", target):
+        raise ConfigError(
+            "batch_map.function._target_",
+            "the import path of a function f(batch, **kwargs) -> batch (a.b.function)",
+            target,
+        )
 
 
 def _check_model(model: Mapping[str, Any]) -> None:

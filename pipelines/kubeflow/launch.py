@@ -49,6 +49,7 @@ __all__ = [
     "launch",
     "log_evaluation",
     "log_scalars",
+    "publish_markdown",
     "resolve_params",
 ]
 
@@ -219,6 +220,18 @@ def log_evaluation(
         with open(report.path, "w", encoding="utf-8") as f:
             f.write(_markdown(evaluation))
         report.metadata["display_name"] = REPORT_DISPLAY_NAME
+
+
+def publish_markdown(report: Markdown, directory: str, name: str, display_name: str) -> None:
+    """Copy ``directory/name`` (a Markdown file a component wrote) into ``report``.
+
+    The Kubeflow UI renders a Markdown artifact only with a ``display_name`` property.
+    """
+    with open(os.path.join(directory, name), encoding="utf-8") as f:
+        text = f.read()
+    with open(report.path, "w", encoding="utf-8") as f:
+        f.write(text)
+    report.metadata["display_name"] = display_name
 
 
 def _markdown(evaluation: Mapping[str, Any]) -> str:

@@ -47,6 +47,8 @@ __all__ = [
     "CHECKPOINTING",
     "DECLARATIONS",
     "GATES",
+    "batch_map",
+    "batch_map_merge",
     "cv_aggregate",
     "datagen",
     "etl",
@@ -79,18 +81,24 @@ def etl(
     dataset: Output[Dataset],
     feature_spec: Output[Artifact],
     scoring: Output[Dataset],
+    rejects: Output[Dataset],
+    quality: Output[Artifact],
     metrics: Output[Metrics],
+    quality_report: Output[Markdown],
 ):
-    """Split CSV rows into train/validation/test and scoring shards; fit the feature spec."""
-    from pipelines.kubeflow.launch import launch
+    """Extract, check quality, quarantine bad rows, split; fit the feature spec."""
+    from pipelines.kubeflow.launch import launch, publish_markdown
 
-    launch(
-        component,
-        params,
-        inputs={"source": source},
-        outputs={"dataset": dataset, "feature_spec": feature_spec, "scoring": scoring},
-        metrics=metrics,
-    )
+    outputs = {
+        "dataset": dataset,
+        "feature_spec": feature_spec,
+        "scoring": scoring,
+        "rejects": rejects,
+        "quality": quality,
+    }
+    inputs = {"source": source}
+    launch(component, params, inputs=inputs, outputs=outputs, metrics=metrics)
+    publish_markdown(quality_report, quality.path, "quality.md", "data quality")
 
 
 def etl_uri(
@@ -100,18 +108,24 @@ def etl_uri(
     dataset: Output[Dataset],
     feature_spec: Output[Artifact],
     scoring: Output[Dataset],
+    rejects: Output[Dataset],
+    quality: Output[Artifact],
     metrics: Output[Metrics],
+    quality_report: Output[Markdown],
 ):
-    """Split CSV rows read from a URI into splits and scoring shards; fit the feature spec."""
-    from pipelines.kubeflow.launch import launch
+    """Like ``etl``, reading the source from a URI (a pipeline parameter)."""
+    from pipelines.kubeflow.launch import launch, publish_markdown
 
-    launch(
-        component,
-        params,
-        inputs={"source": source_uri},
-        outputs={"dataset": dataset, "feature_spec": feature_spec, "scoring": scoring},
-        metrics=metrics,
-    )
+    outputs = {
+        "dataset": dataset,
+        "feature_spec": feature_spec,
+        "scoring": scoring,
+        "rejects": rejects,
+        "quality": quality,
+    }
+    inputs = {"source": source_uri}
+    launch(component, params, inputs=inputs, outputs=outputs, metrics=metrics)
+    publish_markdown(quality_report, quality.path, "quality.md", "data quality")
 
 
 def train(
@@ -370,11 +384,53 @@ def publish_uri(
     )
 
 
+def batch_map(
+    component: str,
+    params: str,
+    shard: int,
+    scoring: Input[Dataset],
+    mapped: Output[Dataset],
+    metrics: Output[Metrics],
+):
+    """Apply the batch_map function to one scoring shard."""
+    from pipelines.kubeflow.launch import launch
+
+    launch(
+        component,
+        params,
+        inputs={"scoring": scoring},
+        outputs={"mapped": mapped},
+        metrics=metrics,
+        overrides={"shard": shard},
+    )
+
+
+def batch_map_merge(
+    component: str,
+    params: str,
+    mapped: Input[list[Dataset]],
+    dataset: Output[Dataset],
+    metrics: Output[Metrics],
+):
+    """Collect every shard's batch_map output into one dataset."""
+    from pipelines.kubeflow.launch import launch
+
+    launch(
+        component,
+        params,
+        inputs={"mapped": mapped},
+        outputs={"dataset": dataset},
+        metrics=metrics,
+    )
+
+
 #: The declarations that can run each component, tried in order; the compiler takes the
 #: first whose interface matches the DAG step.
 DECLARATIONS: dict[str, tuple[Callable[..., None], ...]] = {
     "components.datagen:run": (datagen,),
     "components.etl:run": (etl, etl_uri),
+    "components.batch_map:run": (batch_map,),
+    "components.batch_map:merge": (batch_map_merge,),
     "components.train:run": (train, train_variant, train_tuned),
     "components.cv:run": (cv_aggregate,),
     "components.tune:run": (tune_select,),

@@ -82,6 +82,7 @@ class RunFacts:
     nodes: list[NodeView]
     counts: dict[str, int]
     data: dict[str, Any] = field(default_factory=dict)
+    quality: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
     evaluation: dict[str, Any] = field(default_factory=dict)
     inference: dict[str, Any] = field(default_factory=dict)
@@ -124,6 +125,7 @@ def collect(run_dir: Path) -> RunFacts:
     )
     for section, reader in (
         ("data", _data),
+        ("quality", _quality),
         ("training", _training),
         ("cv", _cv),
         ("tuning", _tuning),
@@ -285,6 +287,47 @@ def _data(facts: RunFacts) -> dict[str, Any]:
             "href": href,
         }
     return data
+
+
+def _quality(facts: RunFacts) -> dict[str, Any]:
+    """Check results, row accounting and per-column profiles of the etl ``quality`` output.
+
+    Read from every etl node, failed ones included: a failed ``error`` check is when the
+    report matters most.
+    """
+    for node in facts.nodes_of("etl"):
+        for output, href in node.outputs:
+            report = (
+                _read_json(facts.run_dir / href / "quality.json") if output == "quality" else None
+            )
+            if report is None:
+                continue
+            profiles = {}
+            for stage, profile in report.get("profiles", {}).items():
+                columns = []
+                for name, column in profile.get("columns", {}).items():
+                    histogram = column.get("histogram") or {}
+                    counts = histogram.get("counts") or []
+                    top = max(counts) if counts else 0
+                    columns.append(
+                        {
+                            "name": name,
+                            **column,
+                            "bars": [round(100 * c / top) if top else 0 for c in counts],
+                            "top": column.get("top", [])[:5],
+                        }
+                    )
+                profiles[stage] = {"rows": profile.get("rows"), "columns": columns}
+            return {
+                "rows_in": report.get("rows_in"),
+                "rows_out": report.get("rows_out"),
+                "rows_rejected": report.get("rows_rejected"),
+                "rejects_by_reason": report.get("rejects_by_reason", {}),
+                "checks": report.get("checks", []),
+                "profiles": {k: v for k, v in profiles.items() if v["columns"]},
+                "href": f"{href}/quality.md",
+            }
+    return {}
 
 
 def _training(facts: RunFacts) -> dict[str, Any]:

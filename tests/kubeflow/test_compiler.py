@@ -35,7 +35,12 @@ def test_kfp_loads_the_yaml_as_it_was_written(gpu: Compiled) -> None:
     assert loaded.name == "churn-demo"
     assert json_format.MessageToDict(loaded.pipeline_spec) == gpu.spec
     assert json_format.MessageToDict(loaded.platform_spec) == {"platforms": gpu.platform}
-    assert set(loaded.component_spec.outputs) == {"evaluate_metrics", "publish_predictions"}
+    assert set(loaded.component_spec.outputs) == {
+        "etl_quality",
+        "etl_rejects",
+        "evaluate_metrics",
+        "publish_predictions",
+    }
 
 
 def test_every_step_is_a_task_running_the_project_image(gpu: Compiled) -> None:
@@ -251,6 +256,8 @@ def test_partial_stages_compile_with_their_final_outputs() -> None:
     assert set(compiled.spec["root"]["outputDefinitions"]["artifacts"]) == {
         "etl_dataset",
         "etl_feature_spec",
+        "etl_quality",
+        "etl_rejects",
         "etl_scoring",
     }
 

@@ -175,6 +175,9 @@ def test_ui_artifacts(local_run: RunResult, kfp_run: KfpRun) -> None:
     report = kfp_run.artifact_metadata("evaluate", "report")
     assert report == {"display_name": "evaluation report"}
     assert "| roc_auc |" in (kfp_run.run_dir / "evaluate" / "report").read_text()
+    quality = kfp_run.artifact_metadata("etl", "quality_report")
+    assert quality == {"display_name": "data quality"}
+    assert "# Data quality" in (kfp_run.run_dir / "etl" / "quality_report").read_text()
     model = kfp_run.artifact_metadata("train", "model")
     local_model = json.loads((local_run.output("train", "model") / "model.json").read_text())
     assert model["version"] == local_model["version"]

@@ -1,0 +1,1 @@
+"""Example user functions for kfbatch's extension points (``batch_map``, transforms)."""

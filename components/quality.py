@@ -1,0 +1,500 @@
+"""Data-quality checks and column profiles, computed while the data streams past.
+
+Checks are declared in config (``quality.checks``), each on the raw (parsed and cast) rows
+or on the prepared rows that ETL writes (``on: raw | prepared``), each ``warn`` or
+``error``. Every check reduces to statistics that merge batch by batch (counts, nulls,
+minimum/maximum, values outside a range or a set, moments), so memory stays bounded
+whatever the input size. :func:`write_report` writes ``quality.json`` and ``quality.md``
+(per-column profiles with histograms); :func:`raise_for_errors` fails the step with one
+line naming the column, the check, the observed value and the threshold.
+
+Check kinds (``check:``):
+
+* ``type``: the column's Arrow type is ``type`` (e.g. ``float64``).
+* ``not_null``: no nulls. ``null_fraction``: at most ``max`` of the rows are null.
+* ``range``: every non-null value lies in [``min``, ``max``] (either may be null).
+* ``allowed``: every non-null value is one of ``values``.
+* ``unique``: no value appears twice (the id column; checked per shard by ETL).
+* ``row_count``: the number of rows lies in [``min``, ``max``] (dataset-level, no column).
+* ``drift``: against the reference feature spec (``quality.reference``): for a numeric
+  column, ``|mean - reference mean| / reference std`` is at most ``max``; for a
+  categorical column, the share of values outside the reference vocabulary is at most
+  ``max``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from components.errors import DataError, ParamError
+from components.io import write_json
+
+__all__ = [
+    "CHECKS",
+    "QUALITY_JSON",
+    "QUALITY_MARKDOWN",
+    "Check",
+    "Profile",
+    "evaluate",
+    "parse_checks",
+    "raise_for_errors",
+    "reference_of",
+    "write_report",
+]
+
+log = logging.getLogger(__name__)
+
+QUALITY_JSON = "quality.json"
+QUALITY_MARKDOWN = "quality.md"
+CHECKS = ("type", "not_null", "null_fraction", "range", "allowed", "unique", "row_count", "drift")
+LEVELS = ("warn", "error")
+STAGES = ("raw", "prepared")
+HISTOGRAM_BINS = 20
+HISTOGRAM_STRIDE = 8  # histograms count every 8th value: a distribution, at 1/8 the cost
+TOP_VALUES = 10
+_MAX_DISTINCT = 10_000  # distinct values counted per text column before pruning
+
+
+@dataclass(frozen=True)
+class Check:
+    """One declared check."""
+
+    check: str
+    column: str | None = None
+    level: str = "error"
+    on: str = "raw"
+    min: float | None = None
+    max: float | None = None
+    values: tuple[Any, ...] = ()
+    type: str | None = None
+
+    @property
+    def name(self) -> str:
+        """``column.check`` (or ``check`` for dataset-level checks), ``@prepared`` if so."""
+        base = f"{self.column}.{self.check}" if self.column else self.check
+        return base if self.on == "raw" else f"{base}@{self.on}"
+
+
+def parse_checks(declared: list[dict[str, Any]] | None) -> list[Check]:
+    """Validate ``quality.checks`` entries into :class:`Check` objects."""
+    checks = []
+    for i, entry in enumerate(declared or ()):
+        key = f"quality.checks[{i}]"
+        entry = dict(entry)
+        kind = entry.get("check")
+        if kind not in CHECKS:
+            raise ParamError(f"{key}.check={kind!r} is unknown; expected one of {CHECKS}")
+        unknown = sorted(
+            set(entry) - {"check", "column", "level", "on", "min", "max", "values", "type"}
+        )
+        if unknown:
+            raise ParamError(f"{key} has unknown keys {unknown}")
+        if entry.get("level", "error") not in LEVELS:
+            raise ParamError(f"{key}.level={entry['level']!r} is invalid; expected warn or error")
+        if entry.get("on", "raw") not in STAGES:
+            raise ParamError(f"{key}.on={entry['on']!r} is invalid; expected raw or prepared")
+        if kind == "row_count" and entry.get("column"):
+            raise ParamError(f"{key}: row_count is a dataset check; remove column")
+        if kind != "row_count" and not entry.get("column"):
+            raise ParamError(f"{key}: check {kind!r} needs a column")
+        if kind == "type" and not entry.get("type"):
+            raise ParamError(f"{key}: check 'type' needs type (e.g. float64)")
+        if kind == "allowed" and not entry.get("values"):
+            raise ParamError(f"{key}: check 'allowed' needs values (a list)")
+        if kind in ("null_fraction", "drift") and entry.get("max") is None:
+            raise ParamError(f"{key}: check {kind!r} needs max")
+        checks.append(
+            Check(
+                check=kind,
+                column=entry.get("column"),
+                level=entry.get("level", "error"),
+                on=entry.get("on", "raw"),
+                min=entry.get("min"),
+                max=entry.get("max"),
+                values=tuple(entry.get("values") or ()),
+                type=entry.get("type"),
+            )
+        )
+    return checks
+
+
+@dataclass
+class _ColumnStats:
+    """Mergeable statistics of one column."""
+
+    type: str
+    count: int = 0
+    nulls: int = 0
+    n: int = 0
+    total: float = 0.0
+    sample_n: int = 0
+    sample_sum: float = 0.0
+    sample_sq: float = 0.0
+    minimum: float | None = None
+    maximum: float | None = None
+    edges: np.ndarray | None = None
+    histogram: np.ndarray | None = None
+    below: int = 0
+    above: int = 0
+    values: Counter[str] = field(default_factory=Counter)
+    pruned: bool = False
+    violations: dict[str, int] = field(default_factory=dict)
+    examples: dict[str, Any] = field(default_factory=dict)
+
+
+class Profile:
+    """Per-column statistics of a stream of batches, plus the counts the checks need."""
+
+    def __init__(self, checks: list[Check], reference: dict[str, Any] | None = None) -> None:
+        self.rows = 0
+        self.columns: dict[str, _ColumnStats] = {}
+        self._checks = checks
+        self._reference = reference or {}
+
+    def update(self, batch: pa.RecordBatch) -> None:
+        """Add ``batch`` to the statistics."""
+        self.rows += batch.num_rows
+        for name, column in zip(batch.schema.names, batch.columns, strict=True):
+            stats = self.columns.get(name)
+            if stats is None:
+                stats = self.columns[name] = _ColumnStats(str(column.type))
+            stats.count += len(column)
+            stats.nulls += column.null_count
+            kind = column.type
+            if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind):
+                _numeric(stats, column)
+            elif pa.types.is_timestamp(kind) or pa.types.is_date(kind):
+                _bounds(stats, pc.cast(pc.cast(column, pa.timestamp("s")), pa.int64()))
+            elif pa.types.is_string(kind) or pa.types.is_large_string(kind):
+                _text(stats, column)
+        for check in self._checks:
+            if check.column is None or check.check not in ("range", "allowed", "drift"):
+                continue
+            if check.column not in batch.schema.names:
+                continue
+            _violations(
+                self.columns[check.column], check, batch.column(check.column), self._reference
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready profile: rows, and per column counts, nulls, range, mean, histogram."""
+        return {
+            "rows": self.rows,
+            "columns": {name: _column_profile(stats) for name, stats in self.columns.items()},
+        }
+
+
+def _numeric(stats: _ColumnStats, column: pa.Array) -> None:
+    """Exact count, min, max and sum (Arrow kernels); std and histogram from 1 value in 8."""
+    extremes = pc.min_max(column)
+    low, high = extremes["min"].as_py(), extremes["max"].as_py()
+    if low is None:
+        return
+    low, high = float(low), float(high)
+    stats.n += len(column) - column.null_count
+    stats.total += float(pc.sum(column).as_py() or 0.0)
+    stats.minimum = low if stats.minimum is None else min(stats.minimum, low)
+    stats.maximum = high if stats.maximum is None else max(stats.maximum, high)
+    if column.null_count:
+        column = column.drop_null()
+    if not pa.types.is_float64(column.type):
+        column = pc.cast(column, pa.float64())
+    sample = column.to_numpy(zero_copy_only=False)[::HISTOGRAM_STRIDE]
+    sample = sample[np.isfinite(sample)]
+    if sample.size == 0:
+        return
+    stats.sample_n += sample.size
+    stats.sample_sum += float(sample.sum())
+    stats.sample_sq += float(np.dot(sample, sample))
+    if stats.edges is None:
+        # Bins from the first batch's spread; later values outside go to below/above.
+        lo, hi = np.quantile(sample, [0.001, 0.999]) if sample.size > 100 else (low, high)
+        lo, hi = float(lo), float(hi)
+        if hi <= lo:
+            hi = lo + 1.0
+        stats.edges = np.linspace(lo, hi, HISTOGRAM_BINS + 1)
+        stats.histogram = np.zeros(HISTOGRAM_BINS, dtype=np.int64)
+    assert stats.histogram is not None
+    lo, hi = stats.edges[0], stats.edges[-1]
+    # Arithmetic binning (much faster than searchsorted); the top edge belongs to the last bin.
+    index = np.floor((sample - lo) * (HISTOGRAM_BINS / (hi - lo))).astype(np.int64)
+    index[sample == hi] = HISTOGRAM_BINS - 1
+    np.clip(index, -1, HISTOGRAM_BINS, out=index)
+    counts = np.bincount(index + 1, minlength=HISTOGRAM_BINS + 2)
+    stats.below += int(counts[0])
+    stats.above += int(counts[-1])
+    stats.histogram += counts[1:-1]
+
+
+def _bounds(stats: _ColumnStats, column: pa.Array) -> None:
+    extremes = pc.min_max(column)
+    low, high = extremes["min"].as_py(), extremes["max"].as_py()
+    if low is None:
+        return
+    stats.minimum = low if stats.minimum is None else min(stats.minimum, low)
+    stats.maximum = high if stats.maximum is None else max(stats.maximum, high)
+
+
+def _text(stats: _ColumnStats, column: pa.Array) -> None:
+    if stats.pruned:
+        return
+    counts = pc.value_counts(column)
+    for value, count in zip(
+        counts.field("values").to_pylist(), counts.field("counts").to_pylist(), strict=True
+    ):
+        if value is not None:
+            stats.values[value] += count
+    if len(stats.values) > _MAX_DISTINCT:
+        stats.values = Counter(dict(stats.values.most_common(TOP_VALUES)))
+        stats.pruned = True  # high cardinality (an id?): keep the top values seen so far
+
+
+def _violations(
+    stats: _ColumnStats, check: Check, column: pa.Array, reference: dict[str, Any]
+) -> None:
+    valid = column.drop_null()
+    if check.check == "range":
+        numbers = pc.cast(valid, pa.float64()) if not pa.types.is_floating(valid.type) else valid
+        bad = pa.array(np.zeros(len(numbers), dtype=bool))
+        if check.min is not None:
+            bad = pc.or_(bad, pc.less(numbers, check.min))
+        if check.max is not None:
+            bad = pc.or_(bad, pc.greater(numbers, check.max))
+    elif check.check == "allowed":
+        allowed = pa.array(list(check.values)).cast(valid.type)
+        bad = pc.invert(pc.is_in(valid, value_set=allowed))
+    else:  # drift of a categorical column: values outside the reference vocabulary
+        vocabulary = reference.get("vocabularies", {}).get(check.column)
+        if vocabulary is None:
+            return
+        text = valid if pa.types.is_string(valid.type) else pc.cast(valid, pa.string())
+        bad = pc.invert(pc.is_in(text, value_set=pa.array(vocabulary, pa.string())))
+    count = pc.sum(bad).as_py() or 0
+    stats.violations[check.name] = stats.violations.get(check.name, 0) + count
+    if count and check.name not in stats.examples:
+        stats.examples[check.name] = valid.filter(bad)[0].as_py()
+
+
+def _column_profile(stats: _ColumnStats) -> dict[str, Any]:
+    profile: dict[str, Any] = {
+        "type": stats.type,
+        "count": stats.count,
+        "nulls": stats.nulls,
+        "null_fraction": stats.nulls / stats.count if stats.count else 0.0,
+    }
+    if stats.minimum is not None:
+        profile["min"], profile["max"] = stats.minimum, stats.maximum
+    if stats.n:
+        profile["mean"] = stats.total / stats.n
+    if stats.sample_n:
+        mean = stats.sample_sum / stats.sample_n
+        profile["std"] = math.sqrt(max(stats.sample_sq / stats.sample_n - mean * mean, 0.0))
+    if stats.histogram is not None and stats.edges is not None:
+        profile["histogram"] = {
+            "sampled_every": HISTOGRAM_STRIDE,
+            "edges": [float(e) for e in stats.edges],
+            "counts": [int(c) for c in stats.histogram],
+            "below": stats.below,
+            "above": stats.above,
+        }
+    if stats.values:
+        profile["distinct"] = None if stats.pruned else len(stats.values)
+        profile["top"] = [[v, c] for v, c in stats.values.most_common(TOP_VALUES)]
+    return profile
+
+
+def reference_of(spec: dict[str, Any]) -> dict[str, Any]:
+    """What drift checks compare against, from a feature spec's ``to_dict()``."""
+    return {
+        "version": spec.get("version"),
+        "numeric": {c["name"]: (c["mean"], c["std"]) for c in spec.get("numeric", [])},
+        "vocabularies": {c["name"]: c["vocabulary"] for c in spec.get("categorical", [])},
+    }
+
+
+def evaluate(
+    checks: list[Check],
+    profiles: dict[str, Profile],
+    *,
+    duplicates: dict[str, int] | None = None,
+    reference: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """Evaluate every check against the profiles (``raw``, ``prepared``); one result each."""
+    results = []
+    for check in checks:
+        profile = profiles[check.on]
+        observed, threshold, passed, detail = _outcome(
+            check, profile, duplicates or {}, reference or {}
+        )
+        status = "pass" if passed else ("fail" if check.level == "error" else "warn")
+        subject = f"column {check.column!r}" if check.column else "dataset"
+        message = (
+            f"quality check {check.check} on {subject} ({check.on} rows): observed "
+            f"{_fmt(observed)}, expected {threshold}{detail}"
+        )
+        results.append(
+            {
+                "name": check.name,
+                "check": check.check,
+                "column": check.column,
+                "on": check.on,
+                "level": check.level,
+                "status": status,
+                "observed": observed,
+                "threshold": threshold,
+                "message": message,
+            }
+        )
+        if status != "pass":
+            log.warning("%s: %s", status, message)
+    return results
+
+
+def _outcome(
+    check: Check, profile: Profile, duplicates: dict[str, int], reference: dict[str, Any]
+) -> tuple[Any, str, bool, str]:
+    """(observed value, threshold text, passed, extra detail) of one check."""
+    if check.check == "row_count":
+        low = check.min if check.min is not None else 0
+        high = check.max if check.max is not None else math.inf
+        return profile.rows, f"rows in [{low}, {high}]", low <= profile.rows <= high, ""
+    stats = profile.columns.get(str(check.column))
+    if stats is None:
+        return (
+            "missing",
+            f"a column named {check.column!r}",
+            False,
+            f" (columns: {sorted(profile.columns)})",
+        )
+    if check.check == "type":
+        return stats.type, f"type {check.type}", stats.type == check.type, ""
+    if check.check == "not_null":
+        return stats.nulls, "0 nulls", stats.nulls == 0, ""
+    if check.check == "null_fraction":
+        fraction = stats.nulls / stats.count if stats.count else 0.0
+        return round(fraction, 6), f"null fraction <= {check.max}", fraction <= check.max, ""
+    if check.check == "unique":
+        repeated = duplicates.get(str(check.column), 0)
+        return repeated, "0 repeated values", repeated == 0, ""
+    bad = stats.violations.get(check.name, 0)
+    example = stats.examples.get(check.name)
+    detail = f" (e.g. {example!r})" if example is not None else ""
+    if check.check == "range":
+        bounds = f"[{check.min}, {check.max}]"
+        observed = f"{bad} values outside, range [{_fmt(stats.minimum)}, {_fmt(stats.maximum)}]"
+        return observed, f"every value in {bounds}", bad == 0, detail
+    if check.check == "allowed":
+        return f"{bad} other values", f"values in {list(check.values)}", bad == 0, detail
+    # drift
+    numeric = reference.get("numeric", {}).get(check.column)
+    if numeric is not None and stats.n:
+        mean, std = numeric
+        shift = abs(stats.total / stats.n - mean) / (std or 1.0)
+        return round(shift, 6), f"mean shift <= {check.max} reference std", shift <= check.max, ""
+    if check.column in reference.get("vocabularies", {}):
+        share = bad / max(stats.count - stats.nulls, 1)
+        return (
+            round(share, 6),
+            f"share outside the reference vocabulary <= {check.max}",
+            share <= check.max,
+            detail,
+        )
+    return "no reference", "the column in the reference feature spec", False, ""
+
+
+def raise_for_errors(results: list[dict[str, Any]]) -> None:
+    """Raise DataError naming every failed ``error`` check (the first in full)."""
+    failed = [r for r in results if r["status"] == "fail"]
+    if failed:
+        others = f" (and {len(failed) - 1} more failed checks)" if len(failed) > 1 else ""
+        raise DataError(
+            f"{failed[0]['message']}{others}; fix the data or relax the check in quality.checks "
+            "(see quality.md)"
+        )
+
+
+def write_report(directory: str, report: dict[str, Any]) -> None:
+    """Write ``quality.json`` and the Markdown rendering ``quality.md`` into ``directory``."""
+    os.makedirs(directory, exist_ok=True)
+    write_json(os.path.join(directory, QUALITY_JSON), _finite(report))
+    path = os.path.join(directory, QUALITY_MARKDOWN)
+    with open(f"{path}.tmp", "w", encoding="utf-8") as f:
+        f.write(markdown(report))
+    os.replace(f"{path}.tmp", path)
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """A Markdown summary: check results, then one profile table per stage."""
+    lines = ["# Data quality", ""]
+    checks = report.get("checks", [])
+    failed = sum(r["status"] == "fail" for r in checks)
+    warned = sum(r["status"] == "warn" for r in checks)
+    lines += [
+        f"{len(checks)} checks: {len(checks) - failed - warned} passed, {warned} warnings, "
+        f"{failed} failed. Rows read {report.get('rows_in', '?')}, written "
+        f"{report.get('rows_out', '?')}, rejected {report.get('rows_rejected', '?')}.",
+        "",
+    ]
+    if checks:
+        lines += [
+            "| check | level | status | observed | expected |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for r in checks:
+            lines.append(
+                f"| {r['name']} | {r['level']} | {r['status']} | {_fmt(r['observed'])} | "
+                f"{r['threshold']} |"
+            )
+        lines.append("")
+    for stage, profile in report.get("profiles", {}).items():
+        lines += [
+            f"## Profile of the {stage} rows ({profile['rows']} rows)",
+            "",
+            "| column | type | nulls | min | max | mean | distribution |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for name, p in profile["columns"].items():
+            lines.append(
+                f"| {name} | {p['type']} | {p['nulls']} | {_fmt(p.get('min'))} | "
+                f"{_fmt(p.get('max'))} | {_fmt(p.get('mean'))} | {_distribution(p)} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _distribution(profile: dict[str, Any]) -> str:
+    histogram = profile.get("histogram")
+    if histogram:
+        counts = histogram["counts"]
+        top = max(counts) or 1
+        bars = "▁▂▃▄▅▆▇█"
+        return "".join(bars[min(int(c / top * 8), 7)] if c else " " for c in counts)
+    if profile.get("top"):
+        return ", ".join(f"{v} ({c})" for v, c in profile["top"][:5])
+    return ""
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "" if value is None else str(value)
+
+
+def _finite(value: Any) -> Any:
+    """Replace non-finite floats (JSON cannot hold them) by None, recursively."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
