@@ -65,7 +65,8 @@ def test_cv_tuning_and_a_closed_gate_match_the_local_runner(tmp_path: Path) -> N
         "tune-trial",
         "tune-trial",
     ]
-    assert set(task.outputs) == {"cv_aggregate_report"}  # gated outputs are not returned
+    # gated outputs are not returned; the ones nothing reads are
+    assert set(task.outputs) == {"cv_aggregate_report", "etl_rejects", "etl_quality"}
 
     ours = run_local(compose_config([*CONFIG, f"runtime.runs_dir={tmp_path / 'runs'}"]))
     assert ours.nodes["gate"].status == "failed" and ours.nodes["publish"].status == "not_run"
