@@ -213,3 +213,41 @@ def test_gpu_scoring_matches_cpu(pipeline: Pipeline, tmp_path: Path) -> None:
     gpu = _score(pipeline, pipeline.scoring, 3, tmp_path / "gpu", batch_size=512, device="cuda")
     assert cpu["customer_id"].equals(gpu["customer_id"])
     np.testing.assert_allclose(gpu["score"].to_numpy(), cpu["score"].to_numpy(), atol=1e-5)
+
+
+def _stages(fail_at: int | None = None) -> tuple[list[pa.RecordBatch], Any, infer._Scorer]:
+    """Chunks, a prepare function (failing on chunk ``fail_at``) and a CPU scorer."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 1)).eval()
+    chunks = [pa.record_batch({"id": pa.array(range(i * 50, i * 50 + 50))}) for i in range(6)]
+
+    def prepare(chunk: pa.RecordBatch) -> tuple[pa.Array, torch.Tensor]:
+        if fail_at is not None and chunk["id"][0].as_py() == fail_at * 50:
+            raise DataError("unreadable chunk")
+        ids = chunk.column("id")
+        return ids, torch.tensor(np.c_[ids, ids, ids], dtype=torch.float32) / 300
+
+    return chunks, prepare, infer._Scorer(model, "binary", 0.5, 16, torch.device("cpu"))
+
+
+def test_the_overlapped_pipeline_gives_what_the_sequential_one_gives() -> None:
+    results: dict[str, list] = {"threads": [], "sequential": []}
+    for name, run_stages in (("threads", infer._pipeline), ("sequential", infer._sequential)):
+        chunks, prepare, scorer = _stages()
+        run_stages(
+            iter(chunks), prepare, scorer, lambda ids, out, n=name: results[n].append((ids, out))
+        )
+    assert len(results["threads"]) == 6
+    for (ids_a, out_a), (ids_b, out_b) in zip(
+        results["threads"], results["sequential"], strict=True
+    ):
+        assert ids_a.equals(ids_b)
+        np.testing.assert_array_equal(out_a[0], out_b[0])
+
+
+def test_an_error_in_the_reader_stops_the_overlapped_pipeline() -> None:
+    chunks, prepare, scorer = _stages(fail_at=3)
+    written: list = []
+    with pytest.raises(DataError, match="unreadable chunk"):
+        infer._pipeline(iter(chunks), prepare, scorer, lambda ids, out: written.append(ids))
+    assert len(written) <= 3
