@@ -64,7 +64,7 @@ def predictions_schema(id_column: str, id_type: pa.DataType, task: str, classes:
     (multiclass, with every class's in ``probabilities``) or the prediction (regression,
     whose ``label`` is null). Constant columns are dictionary-encoded: they cost nothing.
     """
-    label = pa.dictionary(pa.int8(), pa.string())
+    label = pa.dictionary(pa.int16(), pa.string())  # up to MAX_CLASSES (1000) classes
     fields = [pa.field(id_column, id_type), pa.field("score", pa.float32())]
     if task == "multiclass":
         fields.append(pa.field("probabilities", pa.list_(pa.float32(), classes)))
@@ -118,7 +118,9 @@ def run(
 
     device = _device(str(params.get("device", "auto")))
     model = model.to(device)
-    columns = list(dict.fromkeys([plan.id_column, *spec.input_columns]))
+    # Declared transforms (spec.prepare) build some input columns from others, which raw data
+    # lacks: read every column then, and let the spec say what is missing.
+    columns = None if spec.prepare else list(dict.fromkeys([plan.id_column, *spec.input_columns]))
     sample = _sample(plan, shard, columns, spec).to(device)
     metrics: dict[str, Any] = {}
     model, metrics = optimize_model(
@@ -229,11 +231,18 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _sample(plan: ScoringPlan, shard: int, columns: list[str], spec: FeatureSpec) -> torch.Tensor:
+def _sample(
+    plan: ScoringPlan, shard: int, columns: list[str] | None, spec: FeatureSpec
+) -> torch.Tensor:
     """Up to :data:`SAMPLE_ROWS` feature rows from the start of the shard."""
     batch = next(read_batches(plan.shards[shard], columns, SAMPLE_ROWS), None)
     if batch is None:
         return torch.zeros(0, len(spec.feature_names))
+    if plan.id_column not in batch.schema.names:
+        raise DataError(
+            f"the data to score lacks the id column {plan.id_column!r} (it has "
+            f"{batch.schema.names}); set data.id_column to its id column"
+        )
     return torch.from_numpy(spec.transform(batch))
 
 
@@ -332,9 +341,9 @@ class _Scorer:
                     )
             scores = out.float().cpu().numpy()
         if self.task == "binary":
-            return scores, (scores >= self.threshold).astype(np.int8), None
+            return scores, (scores >= self.threshold).astype(np.int16), None
         if self.task == "multiclass":
-            return scores.max(axis=1), scores.argmax(axis=1).astype(np.int8), scores
+            return scores.max(axis=1), scores.argmax(axis=1).astype(np.int16), scores
         return scores, None, None
 
 

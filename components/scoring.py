@@ -140,9 +140,9 @@ def plan_scoring(source: str, shards: int, id_column: str | None) -> ScoringPlan
 
 
 def read_batches(
-    units: tuple[Unit, ...], columns: list[str], rows: int
+    units: tuple[Unit, ...], columns: list[str] | None, rows: int
 ) -> Iterator[pa.RecordBatch]:
-    """Stream ``columns`` of ``units`` in record batches of at most ``rows`` rows.
+    """Stream ``columns`` (None: all) of ``units`` in record batches of at most ``rows`` rows.
 
     Parquet is read without pre-buffering (it grows memory through the file, PERF-NOTES)
     and on the calling thread only, so that decoding does not compete with the model's
@@ -163,8 +163,8 @@ def read_batches(
         )
 
 
-def _check_columns(path: str, names: list[str], columns: list[str]) -> None:
-    missing = [c for c in columns if c not in names]
+def _check_columns(path: str, names: list[str], columns: list[str] | None) -> None:
+    missing = [c for c in columns or () if c not in names]
     if missing:
         raise DataError(
             f"{path} lacks columns {missing} (it has {names}); use data with the columns "

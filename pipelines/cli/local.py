@@ -12,8 +12,14 @@ from pipelines.cli.common import EXIT_FAILED, EXIT_OK, add_command, compose, num
 __all__ = ["register"]
 
 SMOKE_ROWS = 5000
-#: What ``kfbatch run --smoke`` changes: a small sample, one epoch; the DAG keeps its shape.
-SMOKE_OVERRIDES = (f"data.sample_rows={SMOKE_ROWS}", "trainer.epochs=1")
+#: What ``kfbatch run --smoke`` changes: a small sample, one epoch, nothing published (a
+#: smoke model must not replace the published predictions); the DAG keeps its shape.
+SMOKE_OVERRIDES = (
+    f"data.sample_rows={SMOKE_ROWS}",
+    "trainer.epochs=1",
+    "publish.destination=null",
+    "publish.store_url=null",
+)
 
 
 def register(commands: Any) -> None:

@@ -305,6 +305,13 @@ def _check_training(container: Mapping[str, Any]) -> None:
             )
         trials(tune["space"], search=tune["search"], n_trials=tune["n_trials"], seed=0)
     gate = container["evaluate"]["gate"]
+    if gate["metric"] is not None and "evaluate" not in container["stages"]:
+        raise ConfigError(
+            "evaluate.gate.metric",
+            "null when stages leave out 'evaluate' (the gate reads the evaluation: add "
+            "'evaluate' to stages, or drop the gate)",
+            gate["metric"],
+        )
     if gate["metric"] is not None:
         if gate["metric"] not in TEST_METRICS[task]:
             raise ConfigError(

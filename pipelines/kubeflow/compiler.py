@@ -26,7 +26,7 @@ through the in-pod launcher (:mod:`pipelines.kubeflow.launch`):
   ``runtime.retries`` and ``runtime.retry_backoff_s``), caching (``kubeflow.caching`` and
   the step's ``cache``), a timeout (``runtime.step_timeout_s``, as the pod's
   ``activeDeadlineSeconds``) and the step name as display name;
-- with ``trainer.nodes > 1`` the training task gets ``KFBATCH_DISTRIBUTED``: the in-pod
+- with ``trainer.nodes > 1`` the (final) training task gets ``KFBATCH_DISTRIBUTED``: the in-pod
   launcher then creates and watches a Kubeflow Trainer ``TrainJob`` (or ``PyTorchJob``)
   instead of training in the task's pod (:mod:`pipelines.kubeflow.trainjob`);
 - the DAG's final outputs (those no step reads) become the pipeline's outputs.
@@ -304,7 +304,9 @@ def _configure(task: Any, step: Step, config: Config) -> None:
     checkpoints = step.component in CHECKPOINTING and kf.checkpoint_pvc
     if checkpoints:
         task.set_env_variable(CHECKPOINT_DIR_ENV, kf.checkpoint_mount)
-    if step.component in CHECKPOINTING and config.trainer.nodes > 1:
+    # Only a single training task launches a multi-node job: CV folds and tuning trials are
+    # fan-out branches of one run, whose jobs (named per run and step) would collide.
+    if step.component in CHECKPOINTING and step.fan_out is None and config.trainer.nodes > 1:
         task.set_env_variable(DISTRIBUTED_ENV, distributed_settings(config, step))
     for key, value in resources.node_selector:
         kubernetes.add_node_selector(task, label_key=key, label_value=value)

@@ -69,14 +69,14 @@ def shard_predictions(pipeline: Pipeline, tmp_path_factory: pytest.TempPathFacto
 
 def test_each_shard_writes_typed_predictions(shard_predictions: list[Path]) -> None:
     table = pq.read_table(shard_predictions[1] / "part-00001.parquet")
-    label = pa.dictionary(pa.int8(), pa.string())
+    constant = pa.dictionary(pa.int8(), pa.string())
     assert table.schema == pa.schema(
         [
             ("customer_id", pa.string()),
             ("score", pa.float32()),
-            ("label", label),
-            ("model_version", label),
-            ("run_id", label),
+            ("label", pa.dictionary(pa.int16(), pa.string())),
+            ("model_version", constant),
+            ("run_id", constant),
             ("scored_at", pa.timestamp("ms", tz="UTC")),
         ]
     )

@@ -343,6 +343,17 @@ def test_the_compiled_training_task_carries_its_job(tmp_path: Path) -> None:
     assert crd_errors(decoded["manifest"]) == []
     others = spec["deploymentSpec"]["executors"]["exec-evaluate"]["container"].get("env", [])
     assert DISTRIBUTED_ENV not in {e["name"] for e in others}
+
+
+def test_cv_folds_and_tuning_trials_do_not_launch_jobs(tmp_path: Path) -> None:
+    text = compile_pipeline(_composed(tmp_path, "cv.enabled=true", "tune.enabled=true"))
+    executors = next(iter(yaml.safe_load_all(text)))["deploymentSpec"]["executors"]
+    launching = sorted(
+        name
+        for name, executor in executors.items()
+        if DISTRIBUTED_ENV in {e["name"] for e in executor["container"].get("env", [])}
+    )
+    assert launching == ["exec-train"]
     assert DISTRIBUTED_ENV not in compile_pipeline(compose_config([]))
 
 
