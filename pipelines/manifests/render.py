@@ -37,7 +37,7 @@ import yaml
 
 from pipelines.config.compose import ComposedConfig
 from pipelines.config.schema import Config, ManifestEnv, PvcMount, ResourceSpec
-from pipelines.dag import Dag, Ref, Resources, Step, build_dag
+from pipelines.dag import Dag, Ref, Resources, Step, Uri, build_dag
 from pipelines.errors import ConfigError
 from pipelines.kubeflow.trainjob import (
     KUEUE_QUEUE_LABEL,
@@ -66,6 +66,10 @@ _MANAGED_BY = {"app.kubernetes.io/managed-by": "kfbatch"}
 #: The file each input of the inference step is complete with (written last by its step),
 #: which the Indexed Job's pods wait for, so the Job may be applied with the TrainJob.
 _READY = {"model": "model.json", "scoring": "_manifest.json"}
+#: Steps whose outputs the standalone jobs find on the data PVC: etl's are prepared there
+#: beforehand, train's are written by the training job. A gated model is read as the
+#: trained one (standalone jobs have no evaluation gate).
+_STANDALONE_SOURCES = {"datagen": "datagen", "etl": "etl", "train": "train", "gate": "train"}
 _WAIT_SCRIPT = 'for f in "$@"; do until [ -f "$f" ]; do echo "waiting for $f"; sleep 30; done; done'
 
 
@@ -457,15 +461,37 @@ class _Plan:
         """Where a step's output lives on the data PVC in standalone mode."""
         return f"{self.data_mount}/{self.name}/{step}/{output}"
 
+    def _standalone_inputs(self, step: Step) -> dict[str, str]:
+        """Where a standalone job reads each input: outside URIs as given, step outputs on
+        the data PVC.
+
+        Raises:
+            ConfigError: A standalone environment is configured and the step reads an output
+                no standalone job produces (tuning's choice, for one).
+        """
+        standalone = any(env.target == "standalone" for env in self.config.manifests.envs.values())
+        inputs: dict[str, str] = {}
+        for name, source in step.inputs.items():
+            if isinstance(source, Uri):
+                inputs[name] = source.uri
+                continue
+            producer = _STANDALONE_SOURCES.get(source.step)
+            if producer is None and standalone:
+                raise ConfigError(
+                    "manifests.envs",
+                    f"no standalone environment when step {step.name!r} reads "
+                    f"{source.step}.{source.output}, which no standalone job produces (run "
+                    "tuning locally or on Kubeflow, then train with its values)",
+                    sorted(self.config.manifests.envs),
+                )
+            inputs[name] = self._paths(producer or source.step, source.output)
+        return inputs
+
     def training_jobs(self) -> list[dict[str, Any]]:
         step = self._step("train")
         if step is None:
             return []
-        inputs = {
-            name: self._paths(ref.step, ref.output)
-            for name, ref in step.inputs.items()
-            if isinstance(ref, Ref)
-        }
+        inputs = self._standalone_inputs(step)
         outputs = {name: self._paths(step.name, name) for name in step.outputs}
         stage = f"{self.config.kubeflow.checkpoint_mount}/{self.name}"
         job = build_training_job(
@@ -489,11 +515,7 @@ class _Plan:
         step = self._step("infer")
         if step is None or step.fan_out is None:
             return []
-        inputs = {
-            name: self._paths(ref.step, ref.output)
-            for name, ref in step.inputs.items()
-            if isinstance(ref, Ref)
-        }
+        inputs = self._standalone_inputs(step)
         outputs = {name: f"{self._paths(step.name, name)}/shard-{{index}}" for name in step.outputs}
         params = {k: v for k, v in step.params.items() if k != step.fan_out.param}
         args = [
@@ -527,7 +549,15 @@ class _Plan:
             ],
         }
         wait = {
-            "args": [_WAIT_SCRIPT, "wait-for", *(f"{inputs[k]}/{m}" for k, m in _READY.items())],
+            "args": [
+                _WAIT_SCRIPT,
+                "wait-for",
+                *(
+                    f"{inputs[k]}/{m}"
+                    for k, m in _READY.items()
+                    if isinstance(step.inputs.get(k), Ref)  # outside data is there already
+                ),
+            ],
             "command": ["sh", "-c"],
             "image": self.config.kubeflow.image,
             "imagePullPolicy": "Always",

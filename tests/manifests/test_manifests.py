@@ -486,3 +486,35 @@ def test_environment_settings_are_checked_when_composing(
     result = kfbatch("manifests", "--check", override)
     assert result.code == 2
     assert result.err.strip() == f"kfbatch: config error: {message} (from override '{override}')"
+
+
+def test_standalone_scoring_only_jobs_read_the_given_model_and_data() -> None:
+    tree = render_tree(
+        compose_config(
+            ["stages=[infer]", "inference.model_uri=/data/m", "inference.data_uri=/data/new"]
+        )
+    )
+    (job,) = yaml.safe_load_all(tree["components/standalone/inference-job.yaml"])
+    pod = job["spec"]["template"]["spec"]
+    args = pod["containers"][0]["args"]
+    assert json.loads(args[args.index("--inputs") + 1]) == {
+        "model": "/data/m",
+        "scoring": "/data/new",
+    }
+    (wait,) = pod["initContainers"]
+    assert wait["args"][2:] == []  # outside data is there already: nothing to wait for
+
+
+def test_a_gated_model_is_the_trained_one_in_standalone_jobs() -> None:
+    tree = render_tree(compose_config(["evaluate=gated"]))
+    (job,) = yaml.safe_load_all(tree["components/standalone/inference-job.yaml"])
+    args = job["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert json.loads(args[args.index("--inputs") + 1])["model"].endswith("/train/model")
+
+
+def test_tuning_with_a_standalone_environment_is_a_config_error() -> None:
+    from pipelines.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"reads tune_select.best, which no standalone job"):
+        render_tree(compose_config(["tune.enabled=true"]))
+    render_tree(compose_config(["tune.enabled=true", "~manifests.envs.batch"]))
