@@ -131,6 +131,15 @@ BAD_CONFIGS = [
         "resources.steps.train.tolerations[0].operator",
         "one of 'Equal', 'Exists'",
     ),
+    (["quality.checks=[{check: rnage, column: age}]"], "quality.checks", "'rnage' is unknown"),
+    (['+features.derive.x="age +"'], "features", "'age +' is not an expression"),
+    (["features.select=[age]"], "features.select", "keeps the id and target columns"),
+    (
+        ["stages=[infer]", "inference.model_uri=s3://b/m", "inference.data_uri=/d"],
+        "inference.model_uri",
+        "a local or mounted path",
+    ),
+    (["evaluate=gated", "stages=[etl,train,infer]"], "evaluate.gate.metric", "leave out"),
 ]
 
 

@@ -57,6 +57,8 @@ def validate(container: Mapping[str, Any]) -> None:
     _check_stages(container["stages"])
     _check_data(container["data"], container["stages"])
     _check_inference(container["inference"], container["stages"])
+    if "etl" in container["stages"]:
+        _check_etl_declarations(container)
     if "batch_map" in container["stages"]:
         _check_batch_map(container["batch_map"])
     _check_model(container["model"])
@@ -217,6 +219,30 @@ def _check_data(data: Mapping[str, Any], stages: list[str]) -> None:
         raise ConfigError("data.id_column", "a column other than data.target", data["id_column"])
 
 
+def _check_etl_declarations(container: Mapping[str, Any]) -> None:
+    """Parse the quality checks and row-level transforms as the etl step will, so that a
+    typo fails at composition rather than after the data was generated or read."""
+    from components.errors import ParamError
+    from components.prepare import Prepare
+    from components.quality import parse_checks
+
+    for key, parse, value in (
+        ("quality.checks", parse_checks, list(container["quality"]["checks"] or ())),
+        ("features", Prepare.from_dict, dict(container["features"])),
+    ):
+        try:
+            parse(value)
+        except ParamError as error:
+            raise ConfigError(key, f"what the etl step accepts ({error})") from None
+    select, data = container["features"]["select"], container["data"]
+    if select is not None:
+        needed = [c for c in (data["id_column"], data["target"]) if c and c not in select]
+        if needed:
+            raise ConfigError(
+                "features.select", f"a list that keeps the id and target columns {needed}", select
+            )
+
+
 def _check_inference(inference: Mapping[str, Any], stages: list[str]) -> None:
     batch_size = inference["batch_size"]
     if batch_size != "auto" and (
@@ -230,6 +256,14 @@ def _check_inference(inference: Mapping[str, Any], stages: list[str]) -> None:
             )
     if "infer" not in stages:
         return
+    for key in ("model_uri", "data_uri"):
+        if inference[key] and "://" in str(inference[key]):
+            raise ConfigError(
+                f"inference.{key}",
+                "a local or mounted path (scoring does not read object-store URIs yet; copy "
+                "the data or model to a volume)",
+                inference[key],
+            )
     for stage, key, what in INFER_SOURCES:
         if stage in stages and inference[key]:
             expected = f"null when stages include '{stage}' (infer reads that stage's output)"

@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 import math
 import os
 import re
@@ -82,6 +83,8 @@ from pipelines.kubeflow.tasks import CHECKPOINTING, DECLARATIONS, GATES
 from pipelines.kubeflow.trainjob import DISTRIBUTED_ENV, distributed_settings
 
 __all__ = ["compile_pipeline", "write_pipeline"]
+
+log = logging.getLogger(__name__)
 
 #: Tells the training task where ``kubeflow.checkpoint_pvc`` is mounted; the trainer keeps
 #: its checkpoints there (under a key of its params and data), so a retried pod resumes.
@@ -112,6 +115,7 @@ def compile_pipeline(
         KfbatchError: a DAG step has no matching KFP declaration.
     """
     pipeline = _build_pipeline(composed.config)
+    _warn_of_pod_local_publishing(composed.config)
     with tempfile.TemporaryDirectory(prefix="kfbatch-compile-") as tmp:
         path = os.path.join(tmp, "pipeline.yaml")
         compiler.Compiler().compile(
@@ -122,6 +126,34 @@ def compile_pipeline(
         )
         with open(path, encoding="utf-8") as f:
             return f.read()
+
+
+def _warn_of_pod_local_publishing(config: Config) -> None:
+    """Warn when publish would write inside the pod, where its files die with it.
+
+    The verified predictions themselves are the publish task's output artifact (kept in the
+    pipeline root); the versioned copy and the lookup store need a mounted volume or a
+    database server.
+    """
+    if "infer" not in config.stages:
+        return
+    publish = config.publish
+    local = {
+        "publish.destination": publish.destination
+        if publish.destination and not publish.destination.startswith("/")
+        else None,
+        "publish.store_url": publish.store_url
+        if publish.store_url and re.match(r"^sqlite:///(?!/)", publish.store_url)
+        else None,
+    }
+    for key, value in local.items():
+        if value is not None:
+            log.warning(
+                "%s=%s is a path inside the pod on Kubeflow and is lost with it: set it to a "
+                "path on a volume from kubeflow.volumes (or a database URL), or to null",
+                key,
+                value,
+            )
 
 
 def write_pipeline(composed: ComposedConfig, path: str | os.PathLike[str]) -> Path:

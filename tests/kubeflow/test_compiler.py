@@ -218,13 +218,13 @@ def test_external_data_is_a_pipeline_parameter() -> None:
 
 def test_scoring_only_pipeline_takes_model_and_data_as_parameters() -> None:
     compiled = compile_config(
-        "stages=[infer]", "inference.model_uri=gs://m/model", "inference.data_uri=gs://d/new"
+        "stages=[infer]", "inference.model_uri=/mnt/m/model", "inference.data_uri=/mnt/d/new"
     )
     parameters = compiled.spec["root"]["inputDefinitions"]["parameters"]
     assert {name: p["defaultValue"] for name, p in parameters.items()} == {
-        "infer_model_uri": "gs://m/model",
-        "infer_scoring_uri": "gs://d/new",
-        "publish_scoring_uri": "gs://d/new",
+        "infer_model_uri": "/mnt/m/model",
+        "infer_scoring_uri": "/mnt/d/new",
+        "publish_scoring_uri": "/mnt/d/new",
         "run_date": "",
     }
     infer = compiled.task("infer")["inputs"]["parameters"]
@@ -304,3 +304,13 @@ def test_same_config_same_bytes_across_processes(gpu: Compiled) -> None:
         for seed in ("1", "2")
     }
     assert digests == {hashlib.sha256(gpu.text.encode()).hexdigest()}
+
+
+def test_publishing_inside_the_pod_is_warned_about(caplog: pytest.LogCaptureFixture) -> None:
+    compile_config()
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any(m.startswith("publish.destination=runs/published/") for m in warned)
+    assert any(m.startswith("publish.store_url=sqlite:///runs/") for m in warned)
+    caplog.clear()
+    compile_config("publish.destination=/mnt/published", "publish.store_url=null")
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
