@@ -1,8 +1,8 @@
 """ETL: stream source rows into train/validation/test splits and sharded scoring Parquet files.
 
-One pass over the source (CSV, JSON Lines or Parquet; local, glob or object store, see
-:mod:`components.extract`): rows that cannot be read go to the ``rejects`` output with
-their file, line or row and reason; the declared row-level transforms
+One pass over the source (two with ``split.stratify``; CSV, JSON Lines or Parquet; local,
+glob or object store, see :mod:`components.extract`): rows that cannot be read go to the
+``rejects`` output with their file, line or row and reason; the declared row-level transforms
 (:mod:`components.prepare`) run on every batch; quality statistics (:mod:`components.quality`)
 are gathered on the raw and the prepared rows; each prepared batch is split by a keyed hash
 of the row id (so a row keeps its split and shard when rows are appended or files
@@ -15,10 +15,11 @@ The splits (``dataset``) and the scoring shards (``scoring``) are separate outpu
 nothing in ``dataset`` depends on the shard count: changing only ``shards`` leaves it
 byte-identical, so a runner that caches by input digests reuses training.
 
-With ``split.stratify``, a first pass reads only the id and target columns (the whole rows
-when there is no id column) and builds, per target class, a histogram of the split hash's
-top :data:`STRATA_BITS` bits; each class gets its own cut points at the split fractions, and
-the main pass compares each row's hash with its class's cut points (see :class:`_Strata`).
+With ``split.stratify``, a first pass reads only the id and target columns (all columns
+when rows are hashed whole or transforms need them, see :func:`_projection`) and builds,
+per target class, a histogram of the split hash's top :data:`STRATA_BITS` bits; each class
+gets its own cut points at the split fractions, and the main pass compares each row's hash
+with its class's cut points (see :class:`_Strata`).
 """
 
 from __future__ import annotations
@@ -428,7 +429,7 @@ def _write_outputs(
     accumulator: FeatureSpecAccumulator,
     profile: Profile,
     id_hashes: _IdHashes | None,
-    strata: _Strata | None = None,
+    strata: _Strata | None,
 ) -> tuple[int, list[int], list[int]]:
     """Route every row to its split and scoring shard; return (rows, split rows, shard rows)."""
     # One encoding thread for the splits and one for the shards (each keeps its files' row

@@ -376,7 +376,7 @@ def _convert(
     return pacsv.ConvertOptions(
         column_types={n: types.get(n, pa.string()) for n in names},
         strings_can_be_null=True,
-        include_columns=_kept(names, wanted),
+        **({"include_columns": _kept(names, wanted)} if wanted is not None else {}),
         **({"null_values": list(options.null_values)} if options.null_values else {}),
     )
 
