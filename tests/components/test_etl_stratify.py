@@ -33,7 +33,7 @@ def _run(source: Path, out: Path, *, stratify: bool = True, **params: Any) -> di
         "target": "label",
         "split": {**FRACTIONS, "stratify": stratify},
         "shards": 2,
-        "seed": 11,
+        "seed": 4,
         "batch_rows": 1024,
     }
     outputs = ("dataset", "feature_spec", "scoring")
@@ -76,7 +76,7 @@ def test_each_class_gets_its_fractions_within_one_row(tmp_path: Path) -> None:
     # 30 positives: 21 / 4.5 / 4.5 expected; the plain hash split misses by more than a row.
     assert _worst_miss(strat, 1, 30) <= 1
     assert _worst_miss(strat, 0, 970) <= 1
-    assert _worst_miss(plain, 1, 30) > 1
+    assert _worst_miss(plain, 1, 30) >= 3  # 26 / 3 / 1 positives with this seed
     manifest = json.loads((tmp_path / "strat" / "dataset" / "_manifest.json").read_text())
     stratified = manifest["stratified"]
     assert stratified["target"] == "label" and stratified["bins"] == etl.STRATA_BINS
@@ -112,7 +112,8 @@ def test_appending_rows_moves_few_existing_rows(tmp_path: Path) -> None:
     before, after = _splits(tmp_path / "one"), _splits(tmp_path / "two")
     assert len(after) == 1200
     moved = sum(after[k] != split for k, split in before.items())
-    # Only rows between a class's old and new cut points move (3 of 1000 with this seed).
+    # Only rows between a class's old and new cut points move: 9 of 1000 with this seed
+    # (9 to 22 over seeds 0-7); the plain split moves none.
     assert moved <= 20, moved
     assert _worst_miss(_per_class(tmp_path / "two"), 1, 36) <= 1
 
@@ -135,7 +136,8 @@ def test_null_targets_keep_the_unstratified_rule(tmp_path: Path) -> None:
 def test_every_format_gives_the_csv_split(tmp_path: Path, fmt: str) -> None:
     write_csv(tmp_path / "data.csv", HEADER, _rows(0, 600))
     table = pacsv.read_csv(
-        tmp_path / "data.csv", convert_options=pacsv.ConvertOptions(column_types={"id": pa.string()})
+        tmp_path / "data.csv",
+        convert_options=pacsv.ConvertOptions(column_types={"id": pa.string()}),
     )
     if fmt == "parquet":
         pq.write_table(table, tmp_path / "data.parquet")
@@ -166,7 +168,7 @@ def test_a_continuous_target_is_refused(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
 def test_read_batches_projects_columns_with_full_read_types(tmp_path: Path, fmt: str) -> None:
-    rows = [*_rows(0, 50), "r50,1.0,a", "r51,oops,b,0"]  # a short row; a bad non-projected value
+    rows = [*_rows(0, 200), "r200,1.0,a", "r201,oops,b,0"]  # a short row; a bad non-projected value
     write_csv(tmp_path / "data.csv", HEADER, rows)
     source = tmp_path / "data.csv"
     if fmt != "csv":
@@ -191,7 +193,8 @@ def test_read_batches_projects_columns_with_full_read_types(tmp_path: Path, fmt:
     )
     assert projected.schema.names == ["id", "label"]  # file order; absent names ignored
     assert projected.schema.field("label").type == full.schema.field("label").type
-    assert projected["id"].to_pylist()[:50] == [f"r{i}" for i in range(50)]
+    assert projected["id"].to_pylist()[:200] == [f"r{i}" for i in range(200)]
     if fmt == "csv":  # the short row is still rejected; the bad amount is not read
         assert [r.reason for r in rejects] == ["expected 4 fields, found 3"]
-        assert projected.num_rows == 51 and full.num_rows == 50
+        assert projected.num_rows == 201 and full.num_rows == 200
+        assert full.schema.field("amount").type == pa.float64()
