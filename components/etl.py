@@ -1,8 +1,8 @@
 """ETL: stream source rows into train/validation/test splits and sharded scoring Parquet files.
 
-One pass over the source (CSV, JSON Lines or Parquet; local, glob or object store, see
-:mod:`components.extract`): rows that cannot be read go to the ``rejects`` output with
-their file, line or row and reason; the declared row-level transforms
+One pass over the source (two with ``split.stratify``; CSV, JSON Lines or Parquet; local,
+glob or object store, see :mod:`components.extract`): rows that cannot be read go to the
+``rejects`` output with their file, line or row and reason; the declared row-level transforms
 (:mod:`components.prepare`) run on every batch; quality statistics (:mod:`components.quality`)
 are gathered on the raw and the prepared rows; each prepared batch is split by a keyed hash
 of the row id (so a row keeps its split and shard when rows are appended or files
@@ -14,17 +14,24 @@ unwritten.
 The splits (``dataset``) and the scoring shards (``scoring``) are separate outputs, and
 nothing in ``dataset`` depends on the shard count: changing only ``shards`` leaves it
 byte-identical, so a runner that caches by input digests reuses training.
+
+With ``split.stratify``, a first pass reads only the id and target columns (all columns
+when rows are hashed whole or transforms need them, see :func:`_projection`) and builds,
+per target class, a histogram of the split hash's top :data:`STRATA_BITS` bits; each class
+gets its own cut points at the split fractions, and the main pass compares each row's hash
+with its class's cut points (see :class:`_Strata`).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +40,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.fs as pafs
 
 from components.errors import DataError, ParamError
 from components.extract import (
@@ -67,6 +75,9 @@ PROGRESS_ROWS = 1_000_000
 REJECTS_FILE = "rejects.parquet"
 ID_BUCKET_BITS = 8
 ID_BUCKETS = 1 << ID_BUCKET_BITS  # spill files of id hashes for the uniqueness check
+STRATA_BITS = 16
+STRATA_BINS = 1 << STRATA_BITS  # histogram bins of the split hash per target class
+MAX_CLASSES = 128  # bounds the stratify histograms to 128 x 2^16 x 8 bytes = 64 MiB
 
 
 @dataclass(frozen=True)
@@ -80,13 +91,17 @@ class _Settings:
     drop_nulls: tuple[str, ...]
     sample_rows: int | None
     max_reject_fraction: float
+    stratify: bool
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> _Settings:
-        split = params.get("split", {"train": 0.8, "validation": 0.1, "test": 0.1})
+        split = dict(params.get("split", {"train": 0.8, "validation": 0.1, "test": 0.1}))
+        stratify = bool(split.pop("stratify", False))
         unknown = sorted(set(split) - set(SPLITS))
         if unknown:
-            raise ParamError(f"split has unknown keys {unknown}; expected only {list(SPLITS)}")
+            raise ParamError(
+                f"split has unknown keys {unknown}; expected only {[*SPLITS, 'stratify']}"
+            )
         train, validation, test = (float(split.get(name, 0.0)) for name in SPLITS)
         fractions = (train, validation, test)
         if min(fractions) < 0 or abs(sum(fractions) - 1.0) > 1e-6 or fractions[0] <= 0:
@@ -113,6 +128,7 @@ class _Settings:
             drop_nulls=tuple(features.get("drop_nulls") or ()),
             sample_rows=_positive_or_none(params.get("sample_rows"), "sample_rows"),
             max_reject_fraction=fraction,
+            stratify=stratify,
         )
 
 
@@ -159,6 +175,9 @@ def run(
     start = time.perf_counter()
     fs, files, fmt = open_source(source, options)
     log.info("etl: %d %s file(s) from %s", len(files), fmt, source)
+    strata = None
+    if settings.stratify:
+        strata = _stratify(fs, files, fmt, options, prepare, settings, source)
     rejects = _Rejects(outputs.get("rejects"))
     raw_checks = [c for c in checks if c.on == "raw"]
     profiles = {
@@ -205,6 +224,7 @@ def run(
             accumulator,
             profiles["prepared"],
             id_hashes,
+            strata,
         )
         repeated = id_hashes.repeated() if id_hashes is not None else 0
     finally:
@@ -260,6 +280,7 @@ def run(
             "feature_spec_version": spec.version,
             "split_fractions": dict(zip(SPLITS, settings.fractions, strict=True)),
             "seed": settings.seed,
+            **({"stratified": strata.to_dict(settings.target)} if strata is not None else {}),
             "files": _digests(dataset_dir),
         },
     )
@@ -296,7 +317,7 @@ def run(
 
 def _prepared(
     batches: Iterator[Batch],
-    prepare: Prepare,
+    prepare: Callable[[pa.RecordBatch], pa.RecordBatch],
     settings: _Settings,
     rejects: _Rejects,
     raw_profile: Profile,
@@ -408,6 +429,7 @@ def _write_outputs(
     accumulator: FeatureSpecAccumulator,
     profile: Profile,
     id_hashes: _IdHashes | None,
+    strata: _Strata | None,
 ) -> tuple[int, list[int], list[int]]:
     """Route every row to its split and scoring shard; return (rows, split rows, shard rows)."""
     # One encoding thread for the splits and one for the shards (each keeps its files' row
@@ -430,7 +452,7 @@ def _write_outputs(
         for k in range(settings.shards)
     ]
     sinks = split_sinks + shard_sinks
-    hasher = _RowHasher(settings)
+    hasher = _RowHasher(settings, strata)
     rows = 0
     try:
         for batch in batches:
@@ -510,11 +532,14 @@ class _RowHasher:
 
     SipHash (``pandas.util.hash_array``) of the id text, keyed by the seed: stable across
     processes, platforms and row positions. Without an id column, the whole row's text is
-    hashed. The shard hash re-mixes the split hash with a second key.
+    hashed. The shard hash re-mixes the split hash with a second key. With ``strata``, rows
+    of a known target class are split at their class's cut points instead.
     """
 
-    def __init__(self, settings: _Settings) -> None:
+    def __init__(self, settings: _Settings, strata: _Strata | None = None) -> None:
         self._id_column = settings.id_column
+        self._target = settings.target
+        self._strata = strata
         digest = hashlib.sha256(f"kfbatch-etl:{settings.seed}".encode()).digest()
         self._key = digest[:16].hex()[:16]
         self._shard_key = np.uint64(int.from_bytes(digest[16:24], "little"))
@@ -524,6 +549,16 @@ class _RowHasher:
 
     def __call__(self, batch: pa.RecordBatch, offset: int) -> tuple[np.ndarray, np.ndarray]:
         """Return (split index, shard index) per row; ``offset`` locates errors."""
+        h = self.hash(batch, offset)
+        self.hashes = h
+        split = np.searchsorted(self._bounds, (h >> np.uint64(11)) * 2.0**-53, side="right")
+        if self._strata is not None:
+            split = self._strata.split(batch.column(self._target), h, split)
+        shard = _mix64(h ^ self._shard_key) % self._shards
+        return split.astype(np.intp), shard.astype(np.intp)
+
+    def hash(self, batch: pa.RecordBatch, offset: int) -> np.ndarray:
+        """The keyed 64-bit split hash of every row of ``batch``."""
         if self._id_column is not None:
             ids = batch.column(self._id_column)
             if ids.null_count:
@@ -540,11 +575,182 @@ class _RowHasher:
                 null_replacement="\x00",
             )
         values = ids.to_numpy(zero_copy_only=False)
-        h = pd.util.hash_array(values, encoding="utf8", hash_key=self._key, categorize=False)
-        self.hashes = h
-        split = np.searchsorted(self._bounds, (h >> np.uint64(11)) * 2.0**-53, side="right")
-        shard = _mix64(h ^ self._shard_key) % self._shards
-        return split.astype(np.intp), shard.astype(np.intp)
+        return pd.util.hash_array(values, encoding="utf8", hash_key=self._key, categorize=False)
+
+
+def _stratify(
+    fs: pafs.FileSystem,
+    files: list[str],
+    fmt: str,
+    options: SourceOptions,
+    prepare: Prepare,
+    settings: _Settings,
+    source: str,
+) -> _Strata:
+    """First pass: per target class, a histogram of the split hash; then the cut points.
+
+    Reads the id, target and ``drop_nulls`` columns only (see :func:`_projection`) and
+    prepares them as the main pass does, so both passes see the same rows with the same
+    hashes (up to rows the main pass rejects for a bad value in a column left out here).
+    """
+    start = time.perf_counter()
+    projection = _projection(prepare, settings)
+    transform: Callable[[pa.RecordBatch], pa.RecordBatch] = prepare
+    if projection is not None:
+        transform = functools.partial(prepare, strict=False)  # skip what needs other columns
+    rejects = _Rejects(None)
+    batches = _prepared(
+        read_batches(fs, files, fmt, options, rejects.add, columns=projection),
+        transform,
+        settings,
+        rejects,
+        Profile([]),
+        [],
+    )
+    if settings.sample_rows is not None:
+        batches = _first_rows(batches, settings.sample_rows)
+    hasher = _RowHasher(settings)
+    strata = _Strata(settings.fractions)
+    schema: pa.Schema | None = None
+    rows = 0
+    for batch in batches:
+        if schema is None:
+            schema = batch.schema
+            if projection is None:
+                _output_schema(schema, settings, source)
+            elif settings.target not in schema.names or settings.id_column not in schema.names:
+                raise DataError(
+                    f"id_column {settings.id_column!r} or target {settings.target!r} is not a "
+                    f"column of {source} (after the features transforms); set both to columns "
+                    "of the data"
+                )
+        batch = _conform(batch, schema)
+        strata.add(batch.column(settings.target), hasher.hash(batch, rows))
+        rows += batch.num_rows
+    strata.fit()
+    log.info(
+        "etl: stratify pass read %d rows (%s), %d target classes, in %.2f s",
+        rows,
+        "all columns" if projection is None else f"columns {projection}",
+        strata.classes,
+        time.perf_counter() - start,
+    )
+    return strata
+
+
+def _projection(prepare: Prepare, settings: _Settings) -> list[str] | None:
+    """Source columns the stratify pass needs, or None to read them all.
+
+    All are needed without an id column (whole rows are hashed), with user transforms (they
+    may read any column) and when the id, target or a ``drop_nulls`` column is derived.
+    Renamed columns are read under their source names.
+    """
+    if settings.id_column is None or prepare.transforms:
+        return None
+    needed = {settings.id_column, settings.target, *settings.drop_nulls}
+    derived = set(prepare.derive) | {
+        f"{column}_{part}" for column, parts in prepare.timestamp_parts.items() for part in parts
+    }
+    if needed & derived:
+        return None
+    columns = set(needed)
+    while more := {old for old, new in prepare.rename.items() if new in columns} - columns:
+        columns |= more
+    return sorted(columns)
+
+
+class _Strata:
+    """Stratified split: per target class, cut points on the split hash at the fractions.
+
+    The first pass counts each class's rows in :data:`STRATA_BINS` bins of the hash's top
+    bits (bounded memory: no entry per row). :meth:`fit` then puts each class's cut points
+    on the bin edges whose row counts below come nearest to the fractions of the class
+    (ties: the edge nearest the unstratified cut), so each class's split sizes are exact up
+    to the rows of one bin. A row goes to train below its class's first cut, to validation
+    below the second, to test above. Rows with a null target (or a class the first pass did
+    not see) keep the unstratified rule. Appending rows moves cut points a little: only
+    existing rows whose hashes lie between a class's old and new cut change split.
+    """
+
+    def __init__(self, fractions: tuple[float, float, float]) -> None:
+        self._bounds = np.cumsum(fractions)[:2]
+        self._index: dict[str, int] = {}
+        self._counts: list[np.ndarray] = []
+        self._cuts = np.zeros((0, 2), dtype=np.uint64)
+        self._written = np.zeros((1, len(SPLITS)), dtype=np.int64)
+
+    @property
+    def classes(self) -> int:
+        return len(self._index)
+
+    def _classes(self, target: pa.Array, *, grow: bool) -> np.ndarray:
+        """Class index per row: -1 for a null target or, unless ``grow``, an unseen class."""
+        labels = pc.cast(target, pa.string())
+        if grow:
+            for value in pc.unique(labels.drop_null()).to_pylist():
+                if value in self._index:
+                    continue
+                if len(self._index) >= MAX_CLASSES:
+                    raise DataError(
+                        f"the target has more than {MAX_CLASSES} distinct values (e.g. "
+                        f"{value!r}); split.stratify is for class labels: set "
+                        "data.split.stratify=false for this target"
+                    )
+                self._index[value] = len(self._index)
+                self._counts.append(np.zeros(STRATA_BINS, dtype=np.int64))
+        if not self._index:
+            return np.full(len(labels), -1, dtype=np.intp)
+        found = pc.index_in(labels, value_set=pa.array(list(self._index), pa.string()))
+        return pc.fill_null(found, -1).to_numpy(zero_copy_only=False).astype(np.intp)
+
+    def add(self, target: pa.Array, hashes: np.ndarray) -> None:
+        """Count rows per class and hash bin (first pass)."""
+        classes = self._classes(target, grow=True)
+        bins = (hashes >> np.uint64(64 - STRATA_BITS)).astype(np.intp)
+        for k in np.unique(classes[classes >= 0]):
+            self._counts[k] += np.bincount(bins[classes == k], minlength=STRATA_BINS)
+
+    def fit(self) -> None:
+        """Place every class's two cut points (bin edges 0..STRATA_BINS)."""
+        cuts = []
+        for counts in self._counts:
+            below = np.concatenate([[0], np.cumsum(counts)])  # rows in the bins below edge k
+            edges = []
+            for bound in self._bounds:
+                error = np.abs(below - bound * below[-1])
+                best = np.flatnonzero(error <= error.min() + 1e-9)
+                edges.append(int(best[np.argmin(np.abs(best - bound * STRATA_BINS))]))
+            cuts.append(edges)
+        self._cuts = np.asarray(cuts, dtype=np.uint64).reshape(-1, 2)
+        self._written = np.zeros((self.classes + 1, len(SPLITS)), dtype=np.int64)
+
+    def split(self, target: pa.Array, hashes: np.ndarray, plain: np.ndarray) -> np.ndarray:
+        """Split index per row (second pass); counts the rows written per class and split."""
+        classes = self._classes(target, grow=False)
+        known = classes >= 0
+        split = plain.astype(np.intp)
+        bins = hashes[known] >> np.uint64(64 - STRATA_BITS)
+        cuts = self._cuts[classes[known]]
+        split[known] = (bins >= cuts[:, 0]).astype(np.intp) + (bins >= cuts[:, 1])
+        cell = np.where(known, classes, self.classes) * len(SPLITS) + split
+        written = np.bincount(cell, minlength=self._written.size)
+        self._written += written.reshape(self._written.shape)
+        return split
+
+    def to_dict(self, target: str) -> dict[str, Any]:
+        """The manifest's ``stratified`` entry: rows written per class and split, cuts."""
+        return {
+            "target": target,
+            "bins": STRATA_BINS,
+            "classes": {
+                label: {
+                    **dict(zip(SPLITS, self._written[k].tolist(), strict=True)),
+                    "cuts": self._cuts[k].tolist(),
+                }
+                for label, k in self._index.items()
+            },
+            "unstratified": dict(zip(SPLITS, self._written[-1].tolist(), strict=True)),
+        }
 
 
 def _mix64(x: np.ndarray) -> np.ndarray:

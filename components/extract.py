@@ -14,6 +14,7 @@ by column, so one bad value costs one row, not the whole file.
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import functools
 import io
@@ -21,7 +22,7 @@ import json
 import logging
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -215,12 +216,24 @@ def read_batches(
     fmt: str,
     options: SourceOptions,
     reject: Callable[[Reject], None],
+    columns: Sequence[str] | None = None,
 ) -> Iterator[Batch]:
     """Stream every file's rows as batches cast to one schema; unreadable rows go to ``reject``.
 
     The schema (names and types) comes from the first file's first block plus the declared
     ``columns``; later files must have the same columns.
+
+    ``columns`` projects: only those of the named columns that a file has are read (CSV
+    converts only them, Parquet reads only their column chunks, JSON Lines drops the rest
+    after parsing), with the same types as in a full read. Rows are still rejected for a
+    wrong field count, but no longer for a bad value in a column left out.
     """
+    wanted = None if columns is None else set(columns)
+    if wanted is not None:
+        options = dataclasses.replace(
+            options, columns={k: v for k, v in options.columns.items() if k in wanted}
+        )
+    reader: Callable[..., Iterator[tuple[pa.RecordBatch, np.ndarray]]]
     reader = {"csv": _read_csv, "jsonl": _read_jsonl, "parquet": _read_parquet}[fmt]
     caster: _Caster | None = None
     if fmt == "csv":
@@ -231,17 +244,22 @@ def read_batches(
         caster(sample, np.zeros(sample.num_rows, dtype=np.int64), files[0], lambda r: None)
         reader = functools.partial(_read_csv, types=caster.types)
     for path in files:
-        for raw, rows in reader(fs, path, options, reject):
+        for raw, rows in reader(fs, path, options, reject, wanted=wanted):
             if caster is None:
                 caster = _Caster(raw.schema, options, path)
-            elif raw.schema.names != caster.names:
+            elif raw.schema.names != _kept(caster.names, wanted):
                 raise DataError(
-                    f"{path} has columns {raw.schema.names} but {files[0]} has {caster.names}; "
-                    "all source files need the same columns"
+                    f"{path} has columns {raw.schema.names} but {files[0]} has "
+                    f"{_kept(caster.names, wanted)}; all source files need the same columns"
                 )
             batch, rows = caster(raw, rows, path, reject)
             if batch.num_rows:
                 yield Batch(batch, path, rows)
+
+
+def _kept(names: list[str], wanted: set[str] | None) -> list[str]:
+    """``names`` in their order, only the wanted ones (all when ``wanted`` is None)."""
+    return list(names) if wanted is None else [n for n in names if n in wanted]
 
 
 # --------------------------------------------------------------------------- filesystems
@@ -350,11 +368,15 @@ def _first_batch(table: pa.Table) -> pa.RecordBatch:
 
 
 def _convert(
-    names: list[str], types: dict[str, pa.DataType], options: SourceOptions
+    names: list[str],
+    types: dict[str, pa.DataType],
+    options: SourceOptions,
+    wanted: set[str] | None = None,
 ) -> pacsv.ConvertOptions:
     return pacsv.ConvertOptions(
         column_types={n: types.get(n, pa.string()) for n in names},
         strings_can_be_null=True,
+        **({"include_columns": _kept(names, wanted)} if wanted is not None else {}),
         **({"null_values": list(options.null_values)} if options.null_values else {}),
     )
 
@@ -366,6 +388,7 @@ def _read_csv(
     reject: Callable[[Reject], None],
     *,
     types: dict[str, pa.DataType],
+    wanted: set[str] | None = None,
 ) -> Iterator[tuple[pa.RecordBatch, np.ndarray]]:
     """Parse with the given column types; rows with the wrong field count are rejected.
 
@@ -392,7 +415,7 @@ def _read_csv(
                     stream,
                     read_options=read_options,
                     parse_options=parse_options,
-                    convert_options=_convert(names, types, options),
+                    convert_options=_convert(names, types, options, wanted),
                 )
                 for batch in reader:
                     if skip >= batch.num_rows:
@@ -448,7 +471,12 @@ def _bad_csv_row(row: Any, path: str, reject: Callable[[Reject], None]) -> str:
 
 
 def _read_jsonl(
-    fs: pafs.FileSystem, path: str, options: SourceOptions, reject: Callable[[Reject], None]
+    fs: pafs.FileSystem,
+    path: str,
+    options: SourceOptions,
+    reject: Callable[[Reject], None],
+    *,
+    wanted: set[str] | None = None,
 ) -> Iterator[tuple[pa.RecordBatch, np.ndarray]]:
     """Parse blocks of lines; a block that fails is re-parsed line by line to find bad lines."""
     block_size = _block_size(fs, path, options.batch_rows)
@@ -481,6 +509,7 @@ def _read_jsonl(
                 if schema is None:
                     schema = _json_schema(good, options)
                 table, kept = _json_table(good, numbers, schema, path, reject)
+                table = table.select(_kept(table.schema.names, wanted))
                 for batch in table.to_batches():
                     n = batch.num_rows
                     yield batch, kept[:n]
@@ -543,7 +572,12 @@ def _json_table(
 
 
 def _read_parquet(
-    fs: pafs.FileSystem, path: str, options: SourceOptions, reject: Callable[[Reject], None]
+    fs: pafs.FileSystem,
+    path: str,
+    options: SourceOptions,
+    reject: Callable[[Reject], None],
+    *,
+    wanted: set[str] | None = None,
 ) -> Iterator[tuple[pa.RecordBatch, np.ndarray]]:
     """Stream row groups without pre-buffering (which grows memory through the file)."""
     del reject  # Parquet values are typed: cast failures are found by the caster
@@ -553,7 +587,8 @@ def _read_parquet(
         except pa.ArrowInvalid as e:
             raise DataError(f"{path} is not a Parquet file: {e}") from None
         row = 0
-        for batch in reader.iter_batches(batch_size=options.batch_rows):
+        columns = None if wanted is None else _kept(reader.schema_arrow.names, wanted)
+        for batch in reader.iter_batches(batch_size=options.batch_rows, columns=columns):
             yield batch, np.arange(row + 1, row + 1 + batch.num_rows, dtype=np.int64)
             row += batch.num_rows
 

@@ -113,6 +113,11 @@ BAD_CONFIGS = [
     (["data.kind=parquet"], "data.kind", "one of 'csv', 'synthetic', 'sklearn'"),
     (["data.kind=csv"], "data.uri", "the CSV file or directory"),
     (["data.id_column=churned"], "data.id_column", "a column other than data.target"),
+    (
+        ["data.task=regression", "data.split.stratify=true"],
+        "data.split.stratify",
+        "false with data.task=regression (stratification needs class labels",
+    ),
     (["inference.shards=0"], "inference.shards", ">= 1"),
     (["name=My_Pipeline"], "name", "a lowercase DNS-1123 label, got 'My_Pipeline'"),
     (["schedule.cron=0 2 * *"], "schedule.cron", "5 fields (minute hour day-of-month month"),

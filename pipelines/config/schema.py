@@ -69,11 +69,16 @@ def knob(default: Any = MISSING, **rules: Any) -> Any:
 
 @dataclass
 class SplitConfig:
-    """Fractions of rows per split, assigned by a stable hash of the id column."""
+    """Fractions of rows per split, assigned by a stable hash of the id column.
+
+    ``stratify`` (classification only) cuts each target class's hashes at the fractions
+    separately, so every class gets its share of each split exactly (up to one hash bin).
+    """
 
     train: float = knob(0.7, ge=0.0, le=1.0)
     validation: float = knob(0.15, ge=0.0, le=1.0)
     test: float = knob(0.15, ge=0.0, le=1.0)
+    stratify: bool = False
 
 
 @dataclass

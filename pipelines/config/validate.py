@@ -209,6 +209,13 @@ def _check_data(data: Mapping[str, Any], stages: list[str]) -> None:
         if stage in stages and split[name] <= 0:
             expected = f"a fraction > 0 (stage '{stage}' needs {use})"
             raise ConfigError(f"data.split.{name}", expected, split[name])
+    if split["stratify"] and data["task"] == "regression":
+        raise ConfigError(
+            "data.split.stratify",
+            "false with data.task=regression (stratification needs class labels; "
+            "the hashed split already spreads a numeric target evenly in expectation)",
+            True,
+        )
     if data["kind"] == "csv" and not data["uri"]:
         raise ConfigError("data.uri", "the CSV file or directory to read when data.kind=csv")
     if data["id_column"] is None and "infer" in stages:
