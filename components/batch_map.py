@@ -11,7 +11,6 @@ part, schema, digests), written last.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import logging
 import os
 import shutil
@@ -22,7 +21,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from components.errors import DataError, ParamError
+from components.errors import DataError
 from components.io import (
     MANIFEST_FILE,
     ParquetSink,
@@ -31,6 +30,7 @@ from components.io import (
     scoring_shard_path,
     write_json,
 )
+from components.targets import bind_target
 
 __all__ = ["merge", "run"]
 
@@ -151,21 +151,9 @@ def _part(directory: str, shard: int) -> str:
 
 
 def _function(spec: dict[str, Any]) -> Callable[[pa.RecordBatch], Any]:
-    target = spec.get("_target_")
-    if not isinstance(target, str) or "." not in target:
-        raise ParamError(
-            f"batch_map.function={spec} needs '_target_': the import path of a function "
-            "f(batch, **kwargs) -> RecordBatch, e.g. components.examples.signals.welch_psd"
-        )
-    module, _, attr = target.rpartition(".")
-    try:
-        function = getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError) as e:
-        raise ParamError(
-            f"batch_map.function._target_ {target!r} cannot be imported: {e}"
-        ) from None
-    kwargs = {k: v for k, v in spec.items() if k != "_target_"}
-    return lambda batch: function(batch, **kwargs)
+    return bind_target(
+        spec, key="batch_map.function", example="components.examples.signals.welch_psd"
+    )
 
 
 def _sha256(path: str) -> str:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import ast
 import functools
-import importlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from components.errors import DataError, ParamError
+from components.targets import bind_target
 
 __all__ = ["TIMESTAMP_PARTS", "Prepare"]
 
@@ -285,21 +285,12 @@ def _evaluate(tree: ast.AST, columns: dict[str, pa.Array], name: str) -> np.ndar
 
 
 def _user_transform(spec: dict[str, Any]) -> Callable[[pa.RecordBatch], pa.RecordBatch]:
-    target = spec.get("_target_")
-    if not isinstance(target, str) or ":" in target or "." not in target:
-        raise ParamError(
-            f"features.transforms entry {spec} needs '_target_': an import path such as "
-            "mypackage.transforms.add_ratio"
-        )
-    module, _, attr = target.rpartition(".")
-    try:
-        function = getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError) as e:
-        raise ParamError(
-            f"features.transforms _target_ {target!r} cannot be imported: {e}"
-        ) from None
-    kwargs = {k: v for k, v in spec.items() if k not in ("_target_", "adds")}
-    return functools.partial(function, **kwargs)
+    return bind_target(
+        spec,
+        key="features.transforms",
+        example="mypackage.transforms.add_ratio",
+        ignore=("adds",),
+    )
 
 
 def _apply_user(spec: dict[str, Any], batch: pa.RecordBatch) -> pa.RecordBatch:
