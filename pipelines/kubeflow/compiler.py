@@ -256,7 +256,7 @@ class _Plan:
     @property
     def parameters(self) -> list[tuple[str, str]]:
         """The pipeline's parameters and their defaults: outside URIs, then the run date."""
-        found = list(self.uri_parameters.values())
+        found = list(dict.fromkeys(self.uri_parameters.values()))
         if any(RUN_DATE in json.dumps(step.params) for step in self.dag.steps):
             found.append((RUN_DATE_PARAMETER, self.dag.run_date or ""))
         return found
@@ -434,17 +434,24 @@ def _output_name(step: Step, output: str) -> str:
 
 
 def _uri_parameters(dag: Dag) -> dict[tuple[str, str], tuple[str, str]]:
-    """(step, input) -> (pipeline parameter name, default URI) for inputs from outside."""
+    """(step, input) -> (pipeline parameter name, default URI) for inputs from outside.
+
+    Inputs that read the same URI share one parameter (scoring-only: infer and publish read
+    the same data, and a run that changes it must change it for both), named after the first
+    step and input that read it, or ``data_uri`` when the only outside input is data.
+    """
     found = [
         (step.name, name, source.uri)
         for step in dag.steps
         for name, source in step.inputs.items()
         if isinstance(source, Uri)
     ]
-    if len(found) == 1:
-        step_name, name, uri = found[0]
-        return {(step_name, name): ("data_uri", uri)}
-    return {(s, n): (f"{s}_{n}_uri".replace("-", "_"), uri) for s, n, uri in found}
+    first: dict[str, str] = {}
+    for step_name, name, uri in found:
+        first.setdefault(uri, f"{step_name}_{name}_uri".replace("-", "_"))
+    if len(first) == 1 and all(name != "model" for _, name, _ in found):
+        first = dict.fromkeys(first, "data_uri")
+    return {(s, n): (first[uri], uri) for s, n, uri in found}
 
 
 def _gated_steps(dag: Dag) -> set[str]:

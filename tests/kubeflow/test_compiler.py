@@ -223,8 +223,7 @@ def test_scoring_only_pipeline_takes_model_and_data_as_parameters() -> None:
     parameters = compiled.spec["root"]["inputDefinitions"]["parameters"]
     assert {name: p["defaultValue"] for name, p in parameters.items()} == {
         "infer_model_uri": "/mnt/m/model",
-        "infer_scoring_uri": "/mnt/d/new",
-        "publish_scoring_uri": "/mnt/d/new",
+        "infer_scoring_uri": "/mnt/d/new",  # one parameter for infer and publish
         "run_date": "",
     }
     infer = compiled.task("infer")["inputs"]["parameters"]
@@ -232,7 +231,13 @@ def test_scoring_only_pipeline_takes_model_and_data_as_parameters() -> None:
     assert infer["model_uri"] == {"componentInputParameter": "pipelinechannel--infer_model_uri"}
     assert infer["scoring_uri"] == {"componentInputParameter": "pipelinechannel--infer_scoring_uri"}
     publish = compiled.task("publish")["inputs"]["parameters"]
-    assert publish["scoring_uri"] == {"componentInputParameter": "publish_scoring_uri"}
+    assert publish["scoring_uri"] == {"componentInputParameter": "infer_scoring_uri"}
+
+
+def test_an_outside_model_alone_is_not_called_data() -> None:
+    compiled = compile_config("stages=[etl,infer]", "inference.model_uri=/mnt/m/model")
+    parameters = compiled.spec["root"]["inputDefinitions"]["parameters"]
+    assert set(parameters) == {"infer_model_uri", "run_date"}
 
 
 def test_run_date_is_a_pipeline_parameter_defaulting_to_the_config() -> None:
