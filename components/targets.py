@@ -9,9 +9,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
-
 from components.errors import ParamError
 
 __all__ = ["bind_target"]
@@ -36,6 +33,9 @@ def bind_target(
         raise ParamError(
             f"{key}={dict(spec)} needs '_target_': the import path of a function, such as {example}"
         )
+    from hydra.errors import InstantiationException  # only when user code is named
+    from hydra.utils import instantiate
+
     config = {k: v for k, v in spec.items() if k not in ignore}
     try:
         return instantiate({**config, "_partial_": True, "_convert_": "all"})
