@@ -24,7 +24,8 @@ through the in-pod launcher (:mod:`pipelines.kubeflow.launch`):
   checkpoint PVC on training), secrets as environment variables (by reference: only the
   secret's name and key are in the YAML), retries with exponential backoff (from
   ``runtime.retries`` and ``runtime.retry_backoff_s``), caching (``kubeflow.caching`` and
-  the step's ``cache``), a timeout (``runtime.step_timeout_s``, as the pod's
+  the step's ``cache``; never for a task reading an outside URI, since KFP caches by
+  parameters and the data behind a URI changes), a timeout (``runtime.step_timeout_s``, as the pod's
   ``activeDeadlineSeconds``) and the step name as display name;
 - with ``trainer.nodes > 1`` the (final) training task gets ``KFBATCH_DISTRIBUTED``: the in-pod
   launcher then creates and watches a Kubeflow Trainer ``TrainJob`` (or ``PyTorchJob``)
@@ -319,7 +320,10 @@ def _configure(task: Any, step: Step, config: Config) -> None:
     """Apply what config says about this step's pods to ``task``."""
     resources, kf, runtime = step.resources, config.kubeflow, config.runtime
     task.set_display_name(step.name)
-    task.set_caching_options(enable_caching=bool(kf.caching and step.cache))
+    # KFP caches by parameters, not by content: a task reading an outside URI (the same
+    # path every night, new data behind it) would be reused, so it always runs.
+    reads_outside = any(isinstance(source, Uri) for source in step.inputs.values())
+    task.set_caching_options(enable_caching=bool(kf.caching and step.cache and not reads_outside))
     task.set_env_variable("KFBATCH_STEP", step.name)
     cpu, memory = _cpu(resources.cpu), _memory(resources.memory)
     task.set_cpu_request(cpu).set_cpu_limit(cpu)

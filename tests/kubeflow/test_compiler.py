@@ -250,6 +250,14 @@ def test_run_date_is_a_pipeline_parameter_defaulting_to_the_config() -> None:
     assert "run_date" not in compiled.task("train")["inputs"]["parameters"]
 
 
+def test_tasks_reading_an_outside_uri_are_never_cached() -> None:
+    compiled = compile_config(
+        "data=csv", "data.uri=/mnt/churn.csv", "data.id_column=id", "data.target=y"
+    )
+    assert compiled.task("etl")["cachingOptions"] == {}  # the file behind the URI may change
+    assert compiled.task("train")["cachingOptions"] == {"enableCache": True}
+
+
 def test_pipeline_root_from_config() -> None:
     compiled = compile_config("kubeflow.pipeline_root=s3://bucket/kfbatch")
     assert compiled.spec["defaultPipelineRoot"] == "s3://bucket/kfbatch"
