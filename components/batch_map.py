@@ -10,7 +10,6 @@ part, schema, digests), written last.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
@@ -28,6 +27,7 @@ from components.io import (
     iter_batches,
     read_manifest,
     scoring_shard_path,
+    sha256_file,
     write_json,
 )
 from components.targets import bind_target
@@ -133,7 +133,7 @@ def merge(
         target = os.path.join(out_dir, name)
         shutil.copyfile(source, f"{target}.tmp")
         os.replace(f"{target}.tmp", target)
-        parts[name] = {"rows": int(manifest["rows"]), "sha256": _sha256(target)}
+        parts[name] = {"rows": int(manifest["rows"]), "sha256": sha256_file(target)}
     rows = sum(p["rows"] for p in parts.values())
     write_json(
         os.path.join(out_dir, MANIFEST_FILE),
@@ -154,11 +154,3 @@ def _function(spec: dict[str, Any]) -> Callable[[pa.RecordBatch], Any]:
     return bind_target(
         spec, key="batch_map.function", example="components.examples.signals.welch_psd"
     )
-
-
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -52,7 +52,14 @@ from components.extract import (
     read_batches,
 )
 from components.features import FEATURE_SPEC_FILE, FeatureSpecAccumulator, load_feature_spec
-from components.io import MANIFEST_FILE, SPLITS, ParquetSink, scoring_shard_path, write_json
+from components.io import (
+    MANIFEST_FILE,
+    SPLITS,
+    ParquetSink,
+    scoring_shard_path,
+    sha256_file,
+    write_json,
+)
 from components.prepare import Prepare
 from components.quality import (
     Profile,
@@ -411,12 +418,8 @@ def _digests(directory: str) -> dict[str, dict[str, Any]]:
         for name in sorted(names):
             if name.endswith(".parquet"):
                 path = os.path.join(root, name)
-                digest = hashlib.sha256()
-                with open(path, "rb") as f:
-                    for block in iter(lambda f=f: f.read(1 << 22), b""):
-                        digest.update(block)
                 rel = os.path.relpath(path, directory)
-                found[rel] = {"bytes": os.path.getsize(path), "sha256": digest.hexdigest()}
+                found[rel] = {"bytes": os.path.getsize(path), "sha256": sha256_file(path)}
     return found
 
 

@@ -34,7 +34,7 @@ from torch import nn
 
 from components.errors import DataError, ParamError
 from components.features import FeatureSpec
-from components.io import ParquetSink, read_json, read_manifest, write_json
+from components.io import ParquetSink, read_json, read_manifest, sha256_file, write_json
 from components.model_artifact import load_model, scores_from_logits
 from components.scoring import (
     ScoringPlan,
@@ -42,7 +42,6 @@ from components.scoring import (
     part_path,
     plan_scoring,
     read_batches,
-    sha256_file,
 )
 from components.serving import choose_batch_size, optimize_model
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import hashlib
 import json
 import logging
 import os
@@ -32,6 +33,7 @@ __all__ = [
     "read_json",
     "read_manifest",
     "scoring_shard_path",
+    "sha256_file",
     "split_parts",
     "write_json",
 ]
@@ -106,6 +108,15 @@ def split_parts(dataset_dir: str, split: str) -> list[str]:
     if split not in SPLITS:
         raise ParamError(f"split {split!r} is unknown; expected one of {list(SPLITS)}")
     return list_parts(os.path.join(dataset_dir, split))
+
+
+def sha256_file(path: str) -> str:
+    """Hex sha256 of a file's bytes, read in 4 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def scoring_shard_path(scoring_dir: str, shard: int) -> str:

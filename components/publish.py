@@ -23,9 +23,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from components.errors import DataError, ParamError
-from components.io import MANIFEST_FILE, atomic_path, list_parts, read_json, write_json
+from components.io import MANIFEST_FILE, atomic_path, list_parts, read_json, sha256_file, write_json
 from components.lookup import LookupStore
-from components.scoring import marker_path, plan_scoring, sha256_file
+from components.scoring import marker_path, plan_scoring
 
 __all__ = ["run"]
 

@@ -30,7 +30,6 @@ __all__ = [
     "part_path",
     "plan_scoring",
     "read_batches",
-    "sha256_file",
 ]
 
 _SUFFIXES = (".parquet", ".csv")
@@ -96,15 +95,6 @@ def part_path(directory: str, shard: int) -> str:
 def marker_path(directory: str, shard: int) -> str:
     """The commit marker of shard ``shard``, written after its predictions file."""
     return os.path.join(directory, f"_shard-{shard:05d}.json")
-
-
-def sha256_file(path: str) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def plan_scoring(source: str, shards: int, id_column: str | None) -> ScoringPlan:

@@ -15,7 +15,7 @@ import pytest
 
 from components import infer, publish
 from components.errors import DataError, ParamError
-from components.scoring import sha256_file
+from components.io import sha256_file
 
 from .helpers import Pipeline
 
