@@ -207,28 +207,6 @@ class FeatureSpec:
             j += 1
         return out
 
-    def labels(self, data: pa.RecordBatch | pa.Table) -> np.ndarray:
-        """The binary target of ``data`` as float32 0/1, refusing nulls and other values."""
-        if self.target is None or self.target not in data.schema.names:
-            raise DataError(
-                f"target column {self.target!r} is missing from the input (it has "
-                f"{data.schema.names}); evaluate and train need labelled rows"
-            )
-        column = _column(data, self.target)
-        if column.null_count:
-            raise DataError(
-                f"target column {self.target!r} is empty in {column.null_count} rows; "
-                "label every row of the train, validation and test splits"
-            )
-        y = _float_values(column, math.nan, self.target)
-        bad = ~((y == 0) | (y == 1))
-        if bad.any():
-            raise DataError(
-                f"target column {self.target!r} holds {column[int(np.argmax(bad))]}, expected "
-                "only 0/1 (or true/false); recode the target as a binary label"
-            )
-        return y.astype(np.float32)
-
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form of the spec, including its ``version``."""
         return {**self._content(), "version": self.version}

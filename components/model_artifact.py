@@ -16,8 +16,6 @@ import logging
 import os
 from typing import Any
 
-import numpy as np
-import pyarrow as pa
 import torch
 from torch import nn
 
@@ -31,7 +29,6 @@ __all__ = [
     "MODEL_META_FILE",
     "MODEL_WEIGHTS_FILE",
     "load_model",
-    "predict_proba",
     "save_model",
     "scores_from_logits",
 ]
@@ -127,12 +124,3 @@ def scores_from_logits(task: str, logits: torch.Tensor) -> torch.Tensor:
     if task == "regression":
         return logits[:, 0]
     raise DataError(f"model task {task!r} is unknown; expected binary, multiclass or regression")
-
-
-def predict_proba(
-    model: nn.Module, spec: FeatureSpec, data: pa.RecordBatch | pa.Table
-) -> np.ndarray:
-    """Positive-class probabilities (float32) of a binary model for the rows of ``data``."""
-    features = torch.from_numpy(spec.transform(data))
-    with torch.inference_mode():
-        return torch.sigmoid(model(features)[:, 0]).numpy()

@@ -139,12 +139,3 @@ def test_transform_names_missing_columns() -> None:
     spec = FeatureSpec.fit(_table(), id_column="id", target="y")
     with pytest.raises(DataError, match=r"columns \['at'\] required by feature spec"):
         spec.transform(_table().drop_columns(["at"]))
-
-
-def test_labels_refuse_nulls_and_non_binary_values() -> None:
-    spec = FeatureSpec.fit(_table(), id_column="id", target="y")
-    np.testing.assert_array_equal(spec.labels(_table()), [0, 1, 0, 1])
-    with pytest.raises(DataError, match=r"target column 'y' is empty in 1 rows"):
-        spec.labels(pa.table({"y": [0, None]}))
-    with pytest.raises(DataError, match=r"target column 'y' holds 2, expected only 0/1"):
-        spec.labels(pa.table({"y": [0, 2]}))
