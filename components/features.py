@@ -36,6 +36,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from components.arrays import numbers, strings
 from components.errors import DataError, ParamError
 from components.prepare import Prepare
 
@@ -156,11 +157,14 @@ class FeatureSpec:
             names.append(f"{c.name}.days")
         return names
 
-    def transform(self, data: pa.RecordBatch | pa.Table) -> np.ndarray:
+    def transform(self, data: pa.RecordBatch | pa.Table, *, order: str = "C") -> np.ndarray:
         """Encode ``data`` into a float32 array of shape ``[rows, len(feature_names)]``.
 
         ``data`` may be raw rows or ETL output: the row-level transforms are applied first
-        and are idempotent.
+        and are idempotent. ``order="F"`` lays the array out column by column, which every
+        column is written into without striding: inference uses it (a linear layer takes
+        either layout at the same speed, with the same results); training keeps ``"C"``,
+        whose rows it gathers.
         """
         if self.prepare:
             data = _prepare_of(self)(_as_batch(data), strict=False)
@@ -172,22 +176,17 @@ class FeatureSpec:
                 "columns the model was trained on"
             )
         rows = data.num_rows
-        out = np.zeros((rows, len(self.feature_names)), dtype=np.float32)
+        out = np.zeros((rows, len(self.feature_names)), dtype=np.float32, order=order)
+        scratch = np.empty(rows, dtype=np.float64)
         j = 0
         for num in self.numeric:
-            values = _float_values(_column(data, num.name), num.mean, num.name)
-            if self.scaling == "standard":
-                out[:, j] = (values - num.mean) / num.std
-            elif self.scaling == "minmax":
-                out[:, j] = (values - num.minimum) / max(num.maximum - num.minimum, 1e-12)
-            else:
-                out[:, j] = values
+            offset, scale = self._affine(num)
+            _scale_into(out[:, j], _column(data, num.name), num, offset, scale, scratch)
             j += 1
         for cat in self.categorical:
-            codes = pc.index_in(
-                _as_string(_column(data, cat.name)), pa.array(cat.vocabulary, pa.string())
-            )
-            codes = pc.fill_null(codes, len(cat.vocabulary)).to_numpy(zero_copy_only=False)
+            values = _as_string(_column(data, cat.name))
+            found = numbers(pc.index_in(values, strings(cat.vocabulary)))  # NaN: not found
+            codes = np.nan_to_num(found, nan=len(cat.vocabulary)).astype(np.intp)
             if self.encoding == "index":
                 out[:, j] = codes
                 j += 1
@@ -206,6 +205,14 @@ class FeatureSpec:
             out[:, j] = (values - ts.days_mean) / ts.days_std
             j += 1
         return out
+
+    def _affine(self, num: NumericColumn) -> tuple[float, float]:
+        """``(offset, scale)`` such that a numeric feature is ``(x - offset) / scale``."""
+        if self.scaling == "standard":
+            return num.mean, num.std
+        if self.scaling == "minmax":
+            return num.minimum, max(num.maximum - num.minimum, 1e-12)
+        return 0.0, 1.0
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form of the spec, including its ``version``."""
@@ -513,6 +520,33 @@ def _as_timestamp(column: pa.Array, name: str) -> pa.Array:
 def _epoch_days(column: pa.Array) -> pa.Array:
     seconds = pc.cast(column, pa.timestamp("s", tz=column.type.tz), safe=False)
     return pc.divide(pc.cast(seconds, pa.int64()).cast(pa.float64()), SECONDS_PER_DAY)
+
+
+def _scale_into(
+    out: np.ndarray,
+    column: pa.Array,
+    num: NumericColumn,
+    offset: float,
+    scale: float,
+    scratch: np.ndarray,
+) -> None:
+    """Write ``(x - offset) / scale`` of a numeric column into ``out`` (float32).
+
+    The arithmetic is float64 in ``scratch`` whatever the column's type, so that every path
+    gives the same features; numbers are read without a copy where Arrow allows. Nulls and
+    non-finite values get the encoded train mean.
+    """
+    if pa.types.is_integer(column.type) or pa.types.is_floating(column.type):
+        x = numbers(column)
+    else:
+        x = _float_values(column, math.nan, num.name)
+    np.subtract(x, offset, out=scratch, dtype=np.float64)
+    np.divide(scratch, scale, out=scratch)
+    out[:] = scratch
+    if x.dtype.kind == "f":
+        finite = np.isfinite(x)
+        if not finite.all():
+            out[~finite] = (num.mean - offset) / scale
 
 
 def _float_values(column: pa.Array, fill: float, name: str) -> np.ndarray:

@@ -32,6 +32,7 @@ import pyarrow as pa
 import torch
 from torch import nn
 
+from components.arrays import from_numpy, strings
 from components.errors import DataError, ParamError
 from components.features import FeatureSpec
 from components.io import ParquetSink, read_json, read_manifest, sha256_file, write_json
@@ -120,7 +121,7 @@ def run(
     # Declared transforms (spec.prepare) build some input columns from others, which raw data
     # lacks: read every column then, and let the spec say what is missing.
     columns = None if spec.prepare else list(dict.fromkeys([plan.id_column, *spec.input_columns]))
-    sample = _sample(plan, shard, columns, spec).to(device)
+    sample = _sample(plan, shard, columns, spec, device)
     metrics: dict[str, Any] = {}
     model, metrics = optimize_model(
         model,
@@ -146,7 +147,8 @@ def run(
     scorer = _Scorer(model, task, float(params.get("threshold", 0.5)), batch_size, device)
     path = part_path(out_dir, shard)
     chunks = read_batches(plan.shards[shard], columns, max(CHUNK_ROWS, batch_size))
-    with ParquetSink(path, schema) as sink:
+    # a unique id would fill a dictionary that Parquet then abandons
+    with ParquetSink(path, schema, plain=[plan.id_column]) as sink:
         (_pipeline if device.type == "cuda" else _sequential)(
             chunks,
             lambda batch: (batch.column(plan.id_column), _features(spec, batch, device)),
@@ -231,18 +233,22 @@ def _device(name: str) -> torch.device:
 
 
 def _sample(
-    plan: ScoringPlan, shard: int, columns: list[str] | None, spec: FeatureSpec
+    plan: ScoringPlan,
+    shard: int,
+    columns: list[str] | None,
+    spec: FeatureSpec,
+    device: torch.device,
 ) -> torch.Tensor:
-    """Up to :data:`SAMPLE_ROWS` feature rows from the start of the shard."""
+    """Up to :data:`SAMPLE_ROWS` feature rows from the start of the shard, on ``device``."""
     batch = next(read_batches(plan.shards[shard], columns, SAMPLE_ROWS), None)
     if batch is None:
-        return torch.zeros(0, len(spec.feature_names))
+        return torch.zeros(0, len(spec.feature_names), device=device)
     if plan.id_column not in batch.schema.names:
         raise DataError(
             f"the data to score lacks the id column {plan.id_column!r} (it has "
             f"{batch.schema.names}); set data.id_column to its id column"
         )
-    return torch.from_numpy(spec.transform(batch))
+    return _features(spec, batch, device).to(device)
 
 
 def _id_type(plan: ScoringPlan, id_column: str) -> pa.DataType:
@@ -254,48 +260,58 @@ def _id_type(plan: ScoringPlan, id_column: str) -> pa.DataType:
 
 
 def _features(spec: FeatureSpec, batch: pa.RecordBatch, device: torch.device) -> torch.Tensor:
-    features = torch.from_numpy(spec.transform(batch))
-    if device.type == "cuda":
-        features = features.pin_memory()  # lets the host-to-device copy run asynchronously
-    return features
+    """The batch's features on ``device``'s side of the copy: column-major on the CPU (the
+    transform writes each column in one pass; linear layers read either layout), row-major
+    in pinned memory for a GPU, so that the host-to-device copy runs asynchronously."""
+    if device.type != "cuda":
+        return torch.from_numpy(spec.transform(batch, order="F"))
+    return torch.from_numpy(spec.transform(batch)).pin_memory()
 
 
 class _Constants:
-    """Builds output record batches; the constant columns reuse one preallocated index array."""
+    """Builds output record batches: the constant columns are slices of arrays made once.
+
+    Arrays are made from numpy buffers (:mod:`components.arrays`), so that scoring never
+    imports pandas.
+    """
 
     def __init__(self, schema: pa.Schema, version: str, run_id: str, classes: list[str]) -> None:
         self.schema, self.run_id = schema, run_id
-        self.zeros = pa.array(np.zeros(CHUNK_ROWS, np.int8))
-        self.version = pa.array([version], pa.string())
-        self.run = pa.array([run_id], pa.string())
-        self.classes = pa.array(classes, pa.string())
+        self.version = strings([version])
+        self.run = strings([run_id])
+        self.classes = strings(classes)
         now = dt.datetime.now(dt.UTC).replace(microsecond=0)
-        self.scored_at = pa.scalar(now, pa.timestamp("ms", tz="UTC"))
+        self.scored_at_ms = int(now.timestamp()) * 1000
+        self.zeros = self.stamps = pa.nulls(0)
+        self._reserve(CHUNK_ROWS)
 
-    def _constant(self, dictionary: pa.Array, rows: int) -> pa.DictionaryArray:
-        if rows > len(self.zeros):
-            self.zeros = pa.array(np.zeros(rows, np.int8))
-        return pa.DictionaryArray.from_arrays(self.zeros.slice(0, rows), dictionary)
+    def _reserve(self, rows: int) -> None:
+        """Make the constant arrays at least ``rows`` long."""
+        if rows <= len(self.zeros):
+            return
+        self.zeros = from_numpy(np.zeros(rows, np.int8))
+        stamps = np.full(rows, self.scored_at_ms, np.int64)
+        self.stamps = from_numpy(stamps, self.schema.field("scored_at").type)
 
     def batch(
         self, ids: pa.Array, score: np.ndarray, label: np.ndarray | None, probs: np.ndarray | None
     ) -> pa.RecordBatch:
         rows = len(ids)
-        columns: list[pa.Array] = [ids, pa.array(score)]
+        self._reserve(rows)
+        columns: list[pa.Array] = [ids, from_numpy(score)]
         if probs is not None:
-            columns.append(
-                pa.FixedSizeListArray.from_arrays(pa.array(probs.ravel()), probs.shape[1])
-            )
+            flat = from_numpy(probs.ravel())
+            columns.append(pa.FixedSizeListArray.from_arrays(flat, probs.shape[1]))
         if label is None:
             columns.append(pa.nulls(rows, self.schema.field("label").type))
         else:
-            columns.append(pa.DictionaryArray.from_arrays(pa.array(label), self.classes))
+            columns.append(pa.DictionaryArray.from_arrays(from_numpy(label), self.classes))
         columns += [
-            self._constant(self.version, rows),
-            self._constant(self.run, rows),
-            pa.repeat(self.scored_at, rows),
+            pa.DictionaryArray.from_arrays(self.zeros.slice(0, rows), self.version),
+            pa.DictionaryArray.from_arrays(self.zeros.slice(0, rows), self.run),
+            self.stamps.slice(0, rows),
         ]
-        return pa.record_batch(columns, schema=self.schema)
+        return pa.RecordBatch.from_arrays(columns, schema=self.schema)
 
 
 class _Scorer:
@@ -320,6 +336,16 @@ class _Scorer:
         on_device.record_stream(torch.cuda.current_stream(self.device))
         return on_device, copied
 
+    def _forward(self, batch: torch.Tensor) -> torch.Tensor:
+        """Scores of one forward batch. A short batch is padded with zero rows to the batch
+        size, so that every matrix product has the same shape: kernels then sum each row in
+        the same order wherever it falls, and a row gets the same score whichever shard,
+        chunk or batch position it was scored in."""
+        rows = batch.shape[0]
+        if rows < self.batch_size:
+            batch = torch.cat([batch, batch.new_zeros(self.batch_size - rows, batch.shape[1])])
+        return scores_from_logits(self.task, self.model(batch))[:rows]
+
     def __call__(
         self, staged: tuple[torch.Tensor, Any]
     ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
@@ -328,16 +354,8 @@ class _Scorer:
             torch.cuda.current_stream(self.device).wait_event(copied)
         rows, size = features.shape[0], self.batch_size
         with torch.inference_mode():
-            first = scores_from_logits(self.task, self.model(features[:size]))
-            if rows <= size:
-                out = first
-            else:
-                out = torch.empty((rows, *first.shape[1:]), dtype=first.dtype, device=first.device)
-                out[:size] = first
-                for i in range(size, rows, size):
-                    out[i : i + size] = scores_from_logits(
-                        self.task, self.model(features[i : i + size])
-                    )
+            starts = range(0, rows, size) if rows else [0]  # an empty chunk still has a shape
+            out = torch.cat([self._forward(features[i : i + size]) for i in starts])
             scores = out.float().cpu().numpy()
         if self.task == "binary":
             return scores, (scores >= self.threshold).astype(np.int16), None

@@ -2,9 +2,11 @@
 
 An etl ``scoring`` output already holds one ``shard-<k>.parquet`` per shard and a manifest
 with the id column and row counts. Any other path (a Parquet or CSV file, or a directory of
-them) is cut into units (one per Parquet row group, one per CSV file) dealt round-robin to
-the shards, so that every shard step and the publish step agree on the split without
-talking to each other.
+them) is cut into units from file metadata alone, so that every shard step and the publish
+step agree on the split without talking to each other: Parquet rows, in file and row-group
+order, are cut into equal contiguous ranges (a shard's last row group may be shared with the
+next shard, each reading its own rows of it), so that shards finish together; CSV files,
+whose row counts would take a pass to learn, are dealt round-robin as whole files.
 """
 
 from __future__ import annotations
@@ -38,10 +40,13 @@ _EDGE_BYTES = 1 << 16
 
 @dataclass(frozen=True)
 class Unit:
-    """A slice of input: one Parquet row group, a whole Parquet file, or a whole CSV file."""
+    """A slice of input: a whole Parquet or CSV file, or rows ``start..stop`` (None: to the
+    end) of one Parquet row group."""
 
     path: str
     row_group: int | None = None
+    start: int = 0
+    stop: int | None = None
 
     @property
     def is_csv(self) -> bool:
@@ -55,7 +60,8 @@ class Unit:
         metadata = pq.ParquetFile(self.path).metadata
         if self.row_group is None:
             return metadata.num_rows
-        return metadata.row_group(self.row_group).num_rows
+        stop = metadata.row_group(self.row_group).num_rows if self.stop is None else self.stop
+        return stop - self.start
 
 
 @dataclass(frozen=True)
@@ -79,7 +85,8 @@ class ScoringPlan:
         digest = hashlib.sha256(json.dumps([self.id_column, len(self.shards)]).encode())
         for unit in self.shards[shard]:
             size = os.path.getsize(unit.path)
-            digest.update(f"{os.path.basename(unit.path)}:{unit.row_group}:{size}".encode())
+            where = f"{os.path.basename(unit.path)}:{unit.row_group}:{unit.start}:{unit.stop}"
+            digest.update(f"{where}:{size}".encode())
             with open(unit.path, "rb") as f:
                 digest.update(f.read(_EDGE_BYTES))
                 f.seek(max(size - _EDGE_BYTES, 0))
@@ -125,8 +132,12 @@ def plan_scoring(source: str, shards: int, id_column: str | None) -> ScoringPlan
             f"no id column is known for {source}, so predictions cannot be keyed; set "
             "data.id_column to the column that identifies rows"
         )
-    all_units = [unit for path in _files(source) for unit in _units(path)]
-    return ScoringPlan(source, id_column, tuple(tuple(all_units[k::shards]) for k in range(shards)))
+    files = _files(source)
+    csv = [Unit(path) for path in files if path.endswith(".csv")]
+    parquet = _parquet_ranges([path for path in files if not path.endswith(".csv")], shards)
+    return ScoringPlan(
+        source, id_column, tuple((*parquet[k], *csv[k::shards]) for k in range(shards))
+    )
 
 
 def read_batches(
@@ -148,9 +159,24 @@ def read_batches(
         parquet = pq.ParquetFile(unit.path, pre_buffer=False)
         _check_columns(unit.path, parquet.schema_arrow.names, columns)
         groups = None if unit.row_group is None else [unit.row_group]
-        yield from parquet.iter_batches(
+        batches = parquet.iter_batches(
             batch_size=rows, row_groups=groups, columns=columns, use_threads=False
         )
+        yield from _rows_between(batches, unit.start, unit.stop)
+
+
+def _rows_between(
+    batches: Iterator[pa.RecordBatch], start: int, stop: int | None
+) -> Iterator[pa.RecordBatch]:
+    """The rows ``start..stop`` (None: to the end) of a stream of batches."""
+    first = 0
+    for batch in batches:
+        lo, hi = max(start - first, 0), batch.num_rows if stop is None else stop - first
+        first += batch.num_rows
+        if hi <= 0:
+            return
+        if lo < batch.num_rows:
+            yield batch if (lo, hi) == (0, batch.num_rows) else batch.slice(lo, hi - lo)
 
 
 def _check_columns(path: str, names: list[str], columns: list[str] | None) -> None:
@@ -183,8 +209,25 @@ def _files(source: str) -> list[str]:
     return files
 
 
-def _units(path: str) -> list[Unit]:
-    if path.endswith(".csv"):
-        return [Unit(path)]
-    groups = pq.ParquetFile(path).metadata.num_row_groups
-    return [Unit(path, g) for g in range(groups)]
+def _parquet_ranges(paths: list[str], shards: int) -> list[list[Unit]]:
+    """Cut the rows of ``paths`` (in order) into ``shards`` contiguous ranges whose sizes
+    differ by at most one row, as row-group slices."""
+    groups = [
+        (path, g, metadata.row_group(g).num_rows)
+        for path in paths
+        for metadata in (pq.ParquetFile(path).metadata,)
+        for g in range(metadata.num_row_groups)
+    ]
+    total = sum(rows for _, _, rows in groups)
+    bounds = [total * k // shards for k in range(shards + 1)]
+    ranges: list[list[Unit]] = [[] for _ in range(shards)]
+    first = 0  # global index of the current row group's first row
+    for path, group, rows in groups:
+        for k in range(shards):
+            lo, hi = max(bounds[k], first), min(bounds[k + 1], first + rows)
+            if lo < hi:
+                whole = lo == first and hi == first + rows
+                start, stop = (0, None) if whole else (lo - first, hi - first)
+                ranges[k].append(Unit(path, group, start, stop))
+        first += rows
+    return ranges

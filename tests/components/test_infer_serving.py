@@ -48,7 +48,7 @@ def test_predictions_are_identical_in_one_shard_or_many(
     pipeline: Pipeline, external: Path, tmp_path: Path
 ) -> None:
     one = _score(pipeline, external, 1, tmp_path / "one", batch_size=512)
-    # 20 shards for 16 row groups: the last four shards are empty and still commit.
+    # 20 shards for 16 row groups of 250 rows: shards cut row groups, 200 rows each.
     many = _score(pipeline, external, 20, tmp_path / "many", batch_size=512)
     assert one.num_rows == many.num_rows == pq.read_metadata(external).num_rows
     columns = ["customer_id", "score", "label"]
@@ -59,7 +59,24 @@ def test_predictions_are_identical_in_one_shard_or_many(
         {"predictions": str(tmp_path / "published")},
     )
     assert metrics == {"rows": one.num_rows, "files": 20}
-    assert pq.read_metadata(tmp_path / "many" / "part-00019.parquet").num_rows == 0
+    parts = sorted((tmp_path / "many").glob("part-*.parquet"))
+    assert [pq.read_metadata(p).num_rows for p in parts] == [200] * 20
+
+
+def test_shards_beyond_the_rows_commit_empty(
+    pipeline: Pipeline, external: Path, tmp_path: Path
+) -> None:
+    tiny = tmp_path / "tiny.parquet"
+    pq.write_table(pq.read_table(external).slice(0, 3), tiny)
+    _score(pipeline, tiny, 5, tmp_path / "out", batch_size=512)
+    parts = sorted((tmp_path / "out").glob("part-*.parquet"))
+    assert [pq.read_metadata(p).num_rows for p in parts] == [0, 1, 0, 1, 1]
+    metrics = publish.run(
+        {"predictions": [str(tmp_path / "out")], "scoring": str(tiny)},
+        {"shards": 5, "id_column": "customer_id"},
+        {"predictions": str(tmp_path / "published")},
+    )
+    assert metrics == {"rows": 3, "files": 5}
 
 
 def test_publish_refuses_an_id_scored_in_two_shards(
