@@ -5,7 +5,8 @@ inference transform with that same stored spec, so training and scoring features
 drift. Encoding, per column role:
 
 * numeric: nulls and non-finite values become the train mean, then ``(x - mean) / std``
-  (``scaling: standard``), ``(x - min) / (max - min)`` (``minmax``) or ``x`` (``none``).
+  (``scaling: standard``), ``(x - min) / (max - min)`` (``minmax``) or ``x`` (``none``),
+  computed in float32 for float32 columns and in float64 for other types.
 * categorical: one-hot over the ``max_categories`` most frequent train values (ties broken
   by value), plus one ``__other__`` slot that receives unseen values *and* nulls; or, with
   ``encoding: index``, one column holding the value's position in that vocabulary (the
@@ -157,14 +158,11 @@ class FeatureSpec:
             names.append(f"{c.name}.days")
         return names
 
-    def transform(self, data: pa.RecordBatch | pa.Table, *, order: str = "C") -> np.ndarray:
+    def transform(self, data: pa.RecordBatch | pa.Table) -> np.ndarray:
         """Encode ``data`` into a float32 array of shape ``[rows, len(feature_names)]``.
 
         ``data`` may be raw rows or ETL output: the row-level transforms are applied first
-        and are idempotent. ``order="F"`` lays the array out column by column, which every
-        column is written into without striding: inference uses it (a linear layer takes
-        either layout at the same speed, with the same results); training keeps ``"C"``,
-        whose rows it gathers.
+        and are idempotent.
         """
         if self.prepare:
             data = _prepare_of(self)(_as_batch(data), strict=False)
@@ -176,7 +174,8 @@ class FeatureSpec:
                 "columns the model was trained on"
             )
         rows = data.num_rows
-        out = np.zeros((rows, len(self.feature_names)), dtype=np.float32, order=order)
+        out = np.empty((rows, len(self.feature_names)), dtype=np.float32)
+        out[:, len(self.numeric) :] = 0.0  # numeric columns are all written below
         scratch = np.empty(rows, dtype=np.float64)
         j = 0
         for num in self.numeric:
@@ -532,17 +531,20 @@ def _scale_into(
 ) -> None:
     """Write ``(x - offset) / scale`` of a numeric column into ``out`` (float32).
 
-    The arithmetic is float64 in ``scratch`` whatever the column's type, so that every path
-    gives the same features; numbers are read without a copy where Arrow allows. Nulls and
-    non-finite values get the encoded train mean.
+    The arithmetic runs in float32 for float32 columns (their own precision; half the memory
+    traffic) and in float64 for every other type, in ``scratch`` (float64, so that it holds
+    either). Numbers are read without a copy where Arrow allows. Nulls and non-finite values
+    get the encoded train mean.
     """
     if pa.types.is_integer(column.type) or pa.types.is_floating(column.type):
         x = numbers(column)
     else:
         x = _float_values(column, math.nan, num.name)
-    np.subtract(x, offset, out=scratch, dtype=np.float64)
-    np.divide(scratch, scale, out=scratch)
-    out[:] = scratch
+    dtype = np.float32 if x.dtype == np.float32 else np.float64
+    work = scratch.view(dtype)[: len(x)]
+    np.subtract(x, dtype(offset), out=work, dtype=dtype)
+    np.divide(work, dtype(scale), out=work)
+    out[:] = work
     if x.dtype.kind == "f":
         finite = np.isfinite(x)
         if not finite.all():

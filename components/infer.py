@@ -51,7 +51,7 @@ __all__ = ["predictions_schema", "run"]
 log = logging.getLogger(__name__)
 
 #: Rows decoded and transformed at once; forward batches are slices of a chunk.
-CHUNK_ROWS = 65_536
+CHUNK_ROWS = 32_768
 #: Rows of the data to score that auto batch sizing and the optimization check use.
 SAMPLE_ROWS = 4096
 _DONE = object()
@@ -260,12 +260,10 @@ def _id_type(plan: ScoringPlan, id_column: str) -> pa.DataType:
 
 
 def _features(spec: FeatureSpec, batch: pa.RecordBatch, device: torch.device) -> torch.Tensor:
-    """The batch's features on ``device``'s side of the copy: column-major on the CPU (the
-    transform writes each column in one pass; linear layers read either layout), row-major
-    in pinned memory for a GPU, so that the host-to-device copy runs asynchronously."""
-    if device.type != "cuda":
-        return torch.from_numpy(spec.transform(batch, order="F"))
-    return torch.from_numpy(spec.transform(batch)).pin_memory()
+    features = torch.from_numpy(spec.transform(batch))
+    if device.type == "cuda":
+        features = features.pin_memory()  # lets the host-to-device copy run asynchronously
+    return features
 
 
 class _Constants:
