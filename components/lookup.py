@@ -15,9 +15,10 @@ import datetime as dt
 import json
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -78,25 +79,25 @@ class LookupStore:
         run_id: str,
         published_at: dt.datetime,
         id_column: str = "id",
-        chunk_rows: int = 10_000,
     ) -> int:
         """Insert or update predictions keyed by (id, model version); return rows loaded.
 
         ``batches`` have the columns of a predictions file, ids in ``id_column``; all rows
         and the version record are written in one transaction, so readers see all of a
-        version or none of it.
+        version or none of it. Rows go to the driver as plain tuples, one ``executemany`` per
+        batch, each repeated value (label, version, run, time) converted once: SQLAlchemy's
+        per-row parameter processing made loading 5x slower on SQLite, 2x on PostgreSQL.
         """
-        insert = self._insert(PREDICTIONS)
-        statement = insert.on_conflict_do_update(
-            index_elements=["id", "model_version"],
-            set_={name: insert.excluded[name] for name in _UPDATED},
-        )
+        statement = self._upsert_sql()
+        # what the scored_at column's type hands the driver (SQLite keeps timestamps as text)
+        dialect = self.engine.dialect
+        bind_time = PREDICTIONS.c.scored_at.type.dialect_impl(dialect).bind_processor(dialect)
         rows = 0
         with self.engine.begin() as connection:
             for batch in batches:
-                records = _records(batch, id_column)
-                for start in range(0, len(records), chunk_rows):
-                    connection.execute(statement, records[start : start + chunk_rows])
+                records = _records(batch, id_column, bind_time)
+                if records:
+                    connection.exec_driver_sql(statement, records)
                 rows += len(records)
             version = self._insert(VERSIONS)
             connection.execute(
@@ -153,6 +154,19 @@ class LookupStore:
         """Release the store's connections."""
         self.engine.dispose()
 
+    def _upsert_sql(self) -> str:
+        """The driver-level upsert of one predictions row, with positional parameters (the
+        ``INSERT ... ON CONFLICT DO UPDATE`` form SQLite and PostgreSQL share)."""
+        self._insert(PREDICTIONS)  # refuses other databases with a clear message
+        names = [column.name for column in PREDICTIONS.columns]
+        marker = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
+        updates = ", ".join(f"{name} = excluded.{name}" for name in _UPDATED)
+        return (
+            f"INSERT INTO {PREDICTIONS.name} ({', '.join(names)}) "
+            f"VALUES ({', '.join([marker] * len(names))}) "
+            f"ON CONFLICT (id, model_version) DO UPDATE SET {updates}"
+        )
+
     def _insert(self, table: sa.Table) -> Any:
         name = self.engine.dialect.name
         if name == "sqlite":
@@ -165,28 +179,37 @@ class LookupStore:
         )
 
 
-def _records(batch: pa.RecordBatch, id_column: str) -> list[dict[str, Any]]:
-    """Rows of a predictions batch as store records (ids as text, labels as text)."""
-    ids = batch.column(id_column).cast(pa.string()).to_pylist()
-    label = batch.column("label")
-    if pa.types.is_dictionary(label.type):
-        label = label.cast(pa.string())
+def _records(
+    batch: pa.RecordBatch, id_column: str, bind_time: Callable[[Any], Any] | None
+) -> list[tuple[Any, ...]]:
+    """Rows of a predictions batch as driver tuples in :data:`PREDICTIONS` column order (ids
+    and labels as text, probabilities as a JSON list, times through ``bind_time``)."""
     columns = {
-        "id": ids,
-        "model_version": batch.column("model_version").cast(pa.string()).to_pylist(),
+        "id": batch.column(id_column).cast(pa.string()).to_pylist(),
+        "model_version": _repeated(batch.column("model_version")),
         "score": batch.column("score").to_pylist(),
-        "label": label.to_pylist(),
-        "run_id": batch.column("run_id").cast(pa.string()).to_pylist(),
-        "scored_at": batch.column("scored_at").to_pylist(),
+        "label": _repeated(batch.column("label")),
+        "probabilities": (
+            [json.dumps(p) for p in batch.column("probabilities").to_pylist()]
+            if "probabilities" in batch.schema.names
+            else [None] * batch.num_rows
+        ),
+        "run_id": _repeated(batch.column("run_id")),
+        "scored_at": _repeated(batch.column("scored_at"), bind_time),
     }
-    if "probabilities" in batch.schema.names:
-        columns["probabilities"] = [
-            json.dumps(p) for p in batch.column("probabilities").to_pylist()
-        ]
-    else:
-        columns["probabilities"] = [None] * len(ids)
-    names = list(columns)
-    return [dict(zip(names, values, strict=True)) for values in zip(*columns.values(), strict=True)]
+    return list(zip(*(columns[c.name] for c in PREDICTIONS.columns), strict=True))
+
+
+def _repeated(column: pa.Array, convert: Callable[[Any], Any] | None = None) -> list[Any]:
+    """The Python values of a column of few distinct values (labels, versions, scoring
+    times), each distinct value made (and converted) once, as text for dictionaries."""
+    encoded = column if pa.types.is_dictionary(column.type) else column.dictionary_encode()
+    values = encoded.dictionary.to_pylist()
+    if convert is not None:
+        values = [convert(value) for value in values]
+    lookup = np.array([*values, None], dtype=object)  # the last slot serves null indices
+    indices = encoded.indices.cast(pa.int64()).fill_null(len(values)).to_numpy()
+    return lookup[indices].tolist()
 
 
 def _safe(url: str) -> str:

@@ -119,6 +119,34 @@ def test_upsert_then_read_by_id(store: LookupStore) -> None:
     assert store.get("zzz") == []
 
 
+def test_multiclass_and_regression_rows_round_trip(store: LookupStore) -> None:
+    n = 3
+    common = {
+        "model_version": pa.array(["v1"] * n).dictionary_encode(),
+        "run_id": pa.array(["run-1"] * n).dictionary_encode(),
+        "scored_at": pa.array([T0, T0, T0 + dt.timedelta(hours=1)], pa.timestamp("ms", tz="UTC")),
+    }
+    probabilities = [[0.5, 0.25, 0.25], [0.125, 0.75, 0.125], [0.25, 0.25, 0.5]]
+    multiclass = pa.record_batch(
+        {
+            "id": pa.array([7, 8, 9]),  # integer ids are stored as text
+            "score": pa.array([0.5, 0.75, 0.5], pa.float32()),
+            "probabilities": pa.array(probabilities, pa.list_(pa.float32(), 3)),
+            "label": pa.array(["ant", "bee", None]).dictionary_encode(),
+            **common,
+        }
+    )
+    store.upsert([multiclass], model_version="v1", run_id="run-1", published_at=T0)
+    (bee,) = store.get("8")
+    assert (bee["label"], bee["probabilities"]) == ("bee", [0.125, 0.75, 0.125])
+    (last,) = store.get("9")
+    assert last["label"] is None
+    scored_at = last["scored_at"]
+    if scored_at.tzinfo is not None:  # PostgreSQL keeps the zone, SQLite the UTC wall time
+        scored_at = scored_at.astimezone(UTC).replace(tzinfo=None)
+    assert scored_at == (T0 + dt.timedelta(hours=1)).replace(tzinfo=None)
+
+
 def test_upsert_updates_in_place_and_keeps_versions_apart(store: LookupStore) -> None:
     store.upsert(
         [_batch(["a"], [0.25], "v1", "run-1")], model_version="v1", run_id="run-1", published_at=T0
