@@ -31,7 +31,7 @@ from pipelines.kubeflow.trainjob import (
     run_trainjob,
 )
 from tests.kubeflow.k8s_fake_server import FakeKubernetes, condition
-from tests.manifests.crds import crd_errors, needs_crds
+from tests.manifests.crds import crd_errors
 
 GPU = Resources(
     cpu=8.0,
@@ -58,7 +58,6 @@ COMMON: dict[str, Any] = {
 }
 
 
-@needs_crds
 def test_trainjob_matches_the_upstream_crd_and_carries_the_placement() -> None:
     job = build_trainjob(**COMMON, runtime="torch-distributed")
     assert crd_errors(job) == []
@@ -93,7 +92,6 @@ def test_trainjob_matches_the_upstream_crd_and_carries_the_placement() -> None:
     assert {"mountPath": "/checkpoints", "name": "pvc-0"} in container["volumeMounts"]
 
 
-@needs_crds
 def test_the_crd_check_catches_what_the_api_server_would_refuse() -> None:
     job = build_trainjob(**COMMON)
     job["spec"]["trainer"]["numNodez"] = 3
@@ -105,7 +103,6 @@ def test_the_crd_check_catches_what_the_api_server_would_refuse() -> None:
     assert "RFC 1035" in errors
 
 
-@needs_crds
 def test_pytorchjob_matches_the_upstream_crd_with_a_master_and_workers() -> None:
     job = build_pytorchjob(**COMMON)
     assert crd_errors(job) == []
@@ -119,7 +116,6 @@ def test_pytorchjob_matches_the_upstream_crd_with_a_master_and_workers() -> None
     assert job["spec"]["runPolicy"]["activeDeadlineSeconds"] == 3601
 
 
-@needs_crds
 @pytest.mark.parametrize("api", ["trainjob", "pytorchjob"])
 def test_the_job_of_a_composed_config(api: str) -> None:
     composed = compose_config(
@@ -332,7 +328,6 @@ def test_multi_node_training_needs_a_shared_checkpoint_pvc() -> None:
         compile_pipeline(compose_config(["trainer.nodes=2"]))
 
 
-@needs_crds
 def test_the_compiled_training_task_carries_its_job(tmp_path: Path) -> None:
     text = compile_pipeline(_composed(tmp_path))
     spec = next(iter(yaml.safe_load_all(text)))

@@ -1,7 +1,7 @@
-"""Validate custom resources against the upstream CRD schemas in ``../shared/schemas/crds/``.
+"""Validate custom resources against the upstream CRD schemas in ``crds_upstream/``.
 
-The CRD files are vendored data next to the repository (see that folder's README for their
-provenance); kfbatch never reads them at run time. What the README's "quirks" say a
+The CRD files are vendored test data (see that folder's README for their provenance);
+kfbatch never reads them at run time. What the README's "quirks" say a
 validator must do is done here: pick the ``spec.versions`` entry by the resource's
 ``apiVersion``, check ``apiVersion``/``kind``/scope by hand, make every object node that
 lists its properties reject unknown fields (the API server's strict field validation),
@@ -21,31 +21,21 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
-import pytest
 import yaml
 
-__all__ = ["SCHEMAS_DIR", "crd_errors", "needs_crds"]
+__all__ = ["SCHEMAS_DIR", "crd_errors", "is_custom"]
 
-#: ``../shared/schemas`` next to the repository, or ``KFBATCH_SHARED_SCHEMAS``.
-SCHEMAS_DIR = Path(
-    os.environ.get(
-        "KFBATCH_SHARED_SCHEMAS", Path(__file__).resolve().parents[2].parent / "shared" / "schemas"
-    )
-)
-needs_crds = pytest.mark.skipif(
-    not (SCHEMAS_DIR / "crds").is_dir(), reason=f"no upstream CRD schemas at {SCHEMAS_DIR}/crds"
-)
+#: The vendored CRDs, or another folder of the same layout in ``KFBATCH_CRD_SCHEMAS``.
+SCHEMAS_DIR = Path(os.environ.get("KFBATCH_CRD_SCHEMAS", Path(__file__).parent / "crds_upstream"))
 
 _RFC1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 
 
 @functools.cache
 def _crds() -> dict[tuple[str, str], dict[str, Any]]:
-    """(group/version, kind) -> CRD document, for every CRD file (Argo's large ones excluded)."""
+    """(group/version, kind) -> CRD document, for every CRD file."""
     found: dict[tuple[str, str], dict[str, Any]] = {}
-    for path in sorted((SCHEMAS_DIR / "crds").rglob("*.yaml")):
-        if path.parent.name == "argoproj.io":
-            continue  # 2.8 MB each and nothing here renders Argo objects
+    for path in sorted(SCHEMAS_DIR.rglob("*.yaml")):
         with open(path, encoding="utf-8") as f:
             for doc in yaml.load_all(f, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
                 if not doc or doc.get("kind") != "CustomResourceDefinition":

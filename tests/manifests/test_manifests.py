@@ -17,7 +17,7 @@ import yaml
 from pipelines.config.compose import compose_config
 from pipelines.manifests import render_tree
 from pipelines.manifests.job import main as job_main
-from tests.manifests.crds import crd_errors, is_custom, needs_crds
+from tests.manifests.crds import crd_errors, is_custom
 
 REPO = Path(__file__).resolve().parents[2]
 #: The Kubernetes version whose JSON schemas core kinds are validated against.
@@ -88,7 +88,6 @@ CORE_KINDS = {
 }
 
 
-@needs_crds
 def test_every_file_resource_validates(tree: dict[str, str]) -> None:
     kinds = set()
     for rel, resource in _resources(tree):
@@ -97,7 +96,6 @@ def test_every_file_resource_validates(tree: dict[str, str]) -> None:
     assert kinds == CORE_KINDS | {"Pipeline", "PipelineVersion", "TrainJob"}
 
 
-@needs_crds
 def test_a_gpu_multi_node_pytorchjob_variant_validates_too() -> None:
     tree = render_tree(
         compose_config(
@@ -157,7 +155,6 @@ def test_strict_validation_catches_a_typo() -> None:
     assert "accessModez" in " ".join(_validate(pvc))
 
 
-@needs_crds
 @needs_kubectl
 def test_every_overlay_builds_and_validates(built: dict[str, list]) -> None:
     assert sorted(built) == ["batch", "dev", "prod"]
