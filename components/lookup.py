@@ -157,7 +157,7 @@ class LookupStore:
     def _upsert_sql(self) -> str:
         """The driver-level upsert of one predictions row, with positional parameters (the
         ``INSERT ... ON CONFLICT DO UPDATE`` form SQLite and PostgreSQL share)."""
-        self._insert(PREDICTIONS)  # refuses other databases with a clear message
+        self._dialect()  # refuses other databases with a clear message
         names = [column.name for column in PREDICTIONS.columns]
         marker = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
         updates = ", ".join(f"{name} = excluded.{name}" for name in _UPDATED)
@@ -168,15 +168,18 @@ class LookupStore:
         )
 
     def _insert(self, table: sa.Table) -> Any:
+        """An ``INSERT`` that can upsert, in the store's dialect."""
+        return {"sqlite": sqlite.insert, "postgresql": postgresql.insert}[self._dialect()](table)
+
+    def _dialect(self) -> str:
+        """The store's database, one of the two whose upsert kfbatch speaks."""
         name = self.engine.dialect.name
-        if name == "sqlite":
-            return sqlite.insert(table)
-        if name == "postgresql":
-            return postgresql.insert(table)
-        raise DataError(
-            f"the lookup store supports SQLite and PostgreSQL URLs (upsert by id and model "
-            f"version); {_safe(self.url)} is {name}: use one of those"
-        )
+        if name not in ("sqlite", "postgresql"):
+            raise DataError(
+                f"the lookup store supports SQLite and PostgreSQL URLs (upsert by id and model "
+                f"version); {_safe(self.url)} is {name}: use one of those"
+            )
+        return name
 
 
 def _records(
