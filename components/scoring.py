@@ -171,7 +171,11 @@ class ScoringPlan:
     ) -> Iterator[pa.RecordBatch]:
         if not units:
             return
-        options = dataclasses.replace(self.options, columns=self._types)
+        first, sample = self._sample
+        if sample is not None:  # before projecting, which would hide a missing column
+            _check_columns(first, sample.names, columns)
+        types = {f.name: f.type for f in sample} if sample is not None else self.options.columns
+        options = dataclasses.replace(self.options, columns=dict(types))
         paths = [unit.path for unit in units]
         for batch in extract.read_batches(self.fs, paths, self.format, options, reject, columns):
             _check_columns(batch.source, batch.data.schema.names, columns)
@@ -179,21 +183,17 @@ class ScoringPlan:
                 yield batch.data.slice(start, rows)
 
     @functools.cached_property
-    def _types(self) -> dict[str, str | pa.DataType]:
-        """Column types of the source's first readable rows (the declared ones and the
-        inferred ones): every shard casts to them, as one etl pass over the source would,
-        so a value reads the same whichever shard scores it."""
-        first = next((unit.path for units in self.shards for unit in units), None)
-        sample = None
-        if first is not None:
-            batches = extract.read_batches(
-                self.fs, [first], self.format, self.options, lambda r: None
-            )
-            sample = next(batches, None)
-            batches.close()
-        if sample is None:
-            return dict(self.options.columns)
-        return {f.name: f.type for f in sample.data.schema}
+    def _sample(self) -> tuple[str, pa.Schema | None]:
+        """The source's first file and the schema of its first readable rows (None when it
+        has none): every shard casts to these types, as one etl pass over the source would,
+        so that a value reads the same whichever shard scores it."""
+        first = next((unit.path for units in self.shards for unit in units), "")
+        if not first:
+            return first, None
+        batches = extract.read_batches(self.fs, [first], self.format, self.options, lambda r: None)
+        sample = next(batches, None)
+        batches.close()
+        return first, None if sample is None else sample.data.schema
 
 
 class Rejects:
