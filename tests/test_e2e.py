@@ -12,6 +12,7 @@ import pytest
 
 from pipelines.config.compose import compose_config
 from pipelines.local.runner import RunResult, run_local
+from pipelines.report import write_report
 
 pytestmark = pytest.mark.integration
 
@@ -135,12 +136,13 @@ def test_scoring_only_run_reads_a_glob_of_json_lines(demo: RunResult, tmp_path: 
     assert first.ok, [(r.node, r.error) for r in first.failed]
     assert _predictions(first).count_rows() == len(rows) == 3000
     assert {r.status for r in run_local(compose_config(overrides)).nodes.values()} == {"cached"}
-    (day / "part-1.jsonl").write_text(
-        "".join(json.dumps(r, default=str) + "\n" for r in rows[1:9:2])
-    )
-    changed = run_local(compose_config(overrides))
+    good = "".join(json.dumps(r, default=str) + "\n" for r in rows[1:9:2])
+    (day / "part-1.jsonl").write_text(good + '{"customer_id": "cut off\n')
+    changed = run_local(compose_config([*overrides, "etl.max_reject_fraction=0.25"]))  # 1 of 5
     assert {r.status for r in changed.nodes.values()} == {"succeeded"}  # the glob's files changed
     assert _predictions(changed).count_rows() == 1500 + 4
+    assert changed.nodes["infer-1"].metrics["rejected"] == 1
+    assert "rows quarantined as unreadable" in write_report(changed.run_dir).read_text()
 
 
 def test_breast_cancer_experiment_learns(tmp_path: Path) -> None:
