@@ -1,13 +1,13 @@
 """Batch inference over one scoring shard: the map step of the inference fan-out.
 
 On a GPU scoring is a three-stage pipeline so that the device never waits on the host: a
-reader thread decodes Parquet/CSV/JSON Lines chunks and turns them into feature tensors, the calling
-thread runs the model batch by batch under ``torch.inference_mode``, and a writer thread
-encodes predictions to Parquet; queues between them are short, so memory stays at a few
-chunks. On CPU the same stages run one after the other in the calling thread: the step's
-torch threads already use its whole CPU budget (the local runner and a pod's CPU limit give
-it ``threads`` cores), and extra I/O threads competing for those cores measured 16% slower
-(2 shard processes on 2 cores: 375k vs 445k rows/s).
+reader thread decodes Parquet, CSV or JSON Lines chunks and turns them into feature tensors,
+the calling thread runs the model batch by batch under ``torch.inference_mode``, and a
+writer thread encodes predictions to Parquet; queues between them are short, so memory
+stays at a few chunks. On CPU the same stages run one after the other in the calling
+thread: the step's torch threads already use its whole CPU budget (the local runner and a
+pod's CPU limit give it ``threads`` cores), and extra I/O threads competing for those cores
+measured 16% slower (2 shard processes on 2 cores: 375k vs 445k rows/s).
 
 Each shard commits exactly once: ``part-<k>.parquet`` is written under a temporary name and
 renamed, then ``_shard-<k>.json`` (rows, rejected rows, the file's sha256, a fingerprint of
@@ -238,7 +238,7 @@ def _check_rejects(rejects: Rejects, rows: int, max_fraction: float, path: str) 
 
 def _fingerprint(plan: ScoringPlan, shard: int, version: str, params: dict[str, Any]) -> str:
     """What a committed shard must match to be reused: inputs, model and the settings that
-    change predictions (not the batch size, run id or threads)."""
+    change predictions or accept them (not the batch size, run id or threads)."""
     keys = ("threshold", "optimize", "tolerance", "max_reject_fraction")
     settings = {k: params.get(k) for k in keys}
     text = f"{plan.fingerprint(shard)}|{version}|{sorted(settings.items())!r}"
