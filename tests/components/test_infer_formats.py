@@ -161,6 +161,15 @@ def test_scoring_data_and_model_from_s3(
     predictions, metrics = _score(model, data, 2, tmp_path / "out", storage_options=storage)
     _same(predictions, from_parquet)
     assert _publish(data, tmp_path / "out", 2, storage_options=storage)["rows"] == rows.num_rows
+    # Parquet footers are read through the store: three equal contiguous ranges of rows
+    with fs.open_output_stream("scoring-in/table/data.parquet") as f:
+        pq.write_table(rows, f, row_group_size=250)
+    table = "s3://scoring-in/table"
+    from_table, ranges = _score(model, table, 3, tmp_path / "pq", storage_options=storage)
+    _same(from_table, from_parquet)
+    n = rows.num_rows
+    assert [m["rows"] for m in ranges] == [n * (k + 1) // 3 - n * k // 3 for k in range(3)]
+    assert _publish(table, tmp_path / "pq", 3, storage_options=storage)["rows"] == n
     # a re-run finds the committed shard for the same objects; a changed object is redone
     again = infer.run(
         {"scoring": data, "model": model},
