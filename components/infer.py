@@ -115,7 +115,8 @@ def run(
     if params.get("threads"):
         torch.set_num_threads(int(params["threads"]))
     plan = _plan(scoring, shard, params)
-    with local_model(str(inputs["model"]), plan.options.storage_options) as model_dir:
+    storage_options = dict(params.get("storage_options") or {})
+    with local_model(str(inputs["model"]), storage_options) as model_dir:
         model, spec, meta = load_model(model_dir)
     task = str(meta.get("task", "binary"))
     classes = [str(c) for c in meta.get("classes", ["0", "1"])]

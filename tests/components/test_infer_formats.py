@@ -185,6 +185,13 @@ def test_scoring_data_and_model_from_s3(
         {"predictions": str(tmp_path / "out")},
     )
     assert redone["reused"] == 0 and redone["rows"] == metrics[0]["rows"] - 1
+    # an etl scoring set scored with a model from the store (stages=[etl,infer])
+    etl_set = infer.run(
+        {"scoring": str(pipeline.scoring), "model": model},
+        {"shard": 0, "storage_options": storage},
+        {"predictions": str(tmp_path / "etl-set")},
+    )
+    assert etl_set["rows"] == rows.num_rows and etl_set["rejected"] == 0
     with pytest.raises(DataError, match=r"s3://scoring-in/nothing holds no model.json"):
         _score("s3://scoring-in/nothing", data, 1, tmp_path / "none", storage_options=storage)
 
