@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-from collections.abc import Iterator
-from typing import Any
-
 import pytest
 
 from components import datagen, etl, train
@@ -41,29 +37,3 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
         etl_metrics=etl_metrics,
         train_metrics=train_metrics,
     )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="session")
-def s3_server() -> Iterator[dict[str, Any]]:
-    """A local S3-compatible server (moto in server mode) and the storage options to reach it."""
-    moto_server = pytest.importorskip("moto.server")
-    port = _free_port()
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    try:
-        yield {
-            "endpoint_override": f"http://127.0.0.1:{port}",
-            "access_key": "testing",
-            "secret_key": "testing",
-            "region": "us-east-1",
-            "scheme": "http",
-            "allow_bucket_creation": True,
-        }
-    finally:
-        server.stop()
