@@ -239,6 +239,14 @@ def test_unreadable_rows_are_quarantined_and_counted(
     assert json.loads((published / "_manifest.json").read_text())["rejected"] == 2
     assert pq.read_metadata(published / "_rejects-00000.parquet").num_rows == 2
 
+    quarantine = out / "_rejects-00000.parquet"
+    pq.write_table(pq.read_table(quarantine).slice(0, 1), quarantine)
+    with pytest.raises(DataError) as error:
+        _publish(str(damaged), out, 2)
+    assert str(error.value) == (
+        f"{quarantine} holds 1 rejected rows but the commit marker of shard 0 counts 2; the "
+        "quarantine changed after inference committed it: re-run inference for that shard"
+    )
     kept = pq.read_metadata(out / "part-00000.parquet").num_rows
     (out / "part-00001.parquet").unlink()
     with pytest.raises(DataError) as error:
