@@ -42,6 +42,8 @@ __all__ = [
     "Batch",
     "Reject",
     "SourceOptions",
+    "count_records",
+    "filesystem",
     "open_source",
     "parse_type",
     "read_batches",
@@ -91,8 +93,8 @@ class SourceOptions:
         delimiter, quote_char, header, column_names, skip_rows, null_values: CSV options;
             ``quote_char=None`` turns quoting off; ``header=False`` needs ``column_names``
             (or names columns ``f0, f1, ...``).
-        columns: Declared column types (``{name: "float64"}``); undeclared columns keep the
-            type inferred from the first block of the first file.
+        columns: Declared column types (``{name: "float64"}``, or Arrow types); undeclared
+            columns keep the type inferred from the first block of the first file.
         id_column: Always read as text.
         storage_options: Keyword arguments of the object store's ``pyarrow.fs`` filesystem
             (e.g. ``endpoint_override``, ``access_key``, ``secret_key``, ``region``).
@@ -106,7 +108,7 @@ class SourceOptions:
     column_names: tuple[str, ...] | None = None
     skip_rows: int = 0
     null_values: tuple[str, ...] | None = None
-    columns: dict[str, str] = field(default_factory=dict)
+    columns: dict[str, str | pa.DataType] = field(default_factory=dict)
     id_column: str | None = None
     storage_options: dict[str, Any] = field(default_factory=dict)
     batch_rows: int = 32_768
@@ -147,8 +149,11 @@ class Batch:
     rows: np.ndarray
 
 
-def parse_type(name: str, key: str) -> pa.DataType:
-    """The Arrow type named ``name`` (``float64``, ``int32``, ``string``, ``timestamp[s]``...)."""
+def parse_type(name: str | pa.DataType, key: str) -> pa.DataType:
+    """The Arrow type named ``name`` (``float64``, ``int32``, ``string``, ``timestamp[s]``...);
+    an Arrow type is returned as is."""
+    if isinstance(name, pa.DataType):
+        return name
     aliases = {"float": "float64", "int": "int64", "str": "string", "bool": "bool_"}
     name = aliases.get(name, name)
     match = re.fullmatch(r"timestamp\[(s|ms|us|ns)(?:, tz=([\w/+-]+))?\]", name)
@@ -171,7 +176,7 @@ def parse_type(name: str, key: str) -> pa.DataType:
 
 def open_source(uri: str, options: SourceOptions) -> tuple[pafs.FileSystem, list[str], str]:
     """Resolve a file, directory, glob or URI to (filesystem, sorted files, format)."""
-    fs, path = _filesystem(uri, options.storage_options)
+    fs, path = filesystem(uri, options.storage_options)
     pattern = None
     if _GLOB.search(path):
         parts = path.split("/")
@@ -257,6 +262,45 @@ def read_batches(
                 yield Batch(batch, path, rows)
 
 
+def count_records(fs: pafs.FileSystem, path: str, fmt: str, options: SourceOptions) -> int:
+    """Records in one file as :func:`read_batches` counts them: the rows it yields plus the
+    rows it rejects (Parquet rows, CSV rows well-formed or not, non-blank JSON lines).
+
+    A pass of its own that parses but casts nothing, so that a caller can check that every
+    record of its input came out exactly once, as a row or a reject.
+    """
+    if fmt == "parquet":
+        return pq.read_metadata(path, filesystem=fs).num_rows
+    if fmt == "jsonl":
+        count, rest = 0, b""
+        with fs.open_input_stream(path) as stream:
+            while chunk := stream.read(_MAX_BLOCK):
+                lines = (rest + chunk).split(b"\n")
+                rest = lines.pop()
+                count += sum(1 for line in lines if line.strip())
+        return count + bool(rest.strip())
+    malformed: list[int] = []  # appended from the reader's threads (atomic)
+
+    def count_malformed(row: Any) -> str:
+        malformed.append(1)
+        return "skip"
+
+    read_options, parse_options, names = _csv_options(fs, path, options, lambda r: None)
+    read_options.use_threads = True
+    counting = pacsv.ParseOptions(
+        delimiter=parse_options.delimiter,
+        quote_char=parse_options.quote_char,
+        invalid_row_handler=count_malformed,
+    )
+    convert = pacsv.ConvertOptions(column_types={names[0]: pa.string()}, include_columns=names[:1])
+    with fs.open_input_stream(path) as stream:
+        reader = pacsv.open_csv(
+            stream, read_options=read_options, parse_options=counting, convert_options=convert
+        )
+        rows = sum(batch.num_rows for batch in reader)
+    return rows + len(malformed)
+
+
 def _kept(names: list[str], wanted: set[str] | None) -> list[str]:
     """``names`` in their order, only the wanted ones (all when ``wanted`` is None)."""
     return list(names) if wanted is None else [n for n in names if n in wanted]
@@ -265,7 +309,13 @@ def _kept(names: list[str], wanted: set[str] | None) -> list[str]:
 # --------------------------------------------------------------------------- filesystems
 
 
-def _filesystem(uri: str, storage_options: dict[str, Any]) -> tuple[pafs.FileSystem, str]:
+def filesystem(uri: str, storage_options: dict[str, Any]) -> tuple[pafs.FileSystem, str]:
+    """The ``pyarrow.fs`` filesystem of a path or URI, and the path on it.
+
+    ``storage_options`` configure an ``s3://`` or ``gs://`` filesystem (endpoint,
+    credentials, region); without them the filesystem is built from the URI and the
+    environment (the SDK's usual credential chain).
+    """
     if "://" not in uri:
         return pafs.LocalFileSystem(), os.path.abspath(uri)
     scheme, rest = uri.split("://", 1)

@@ -1,17 +1,19 @@
 """Batch inference over one scoring shard: the map step of the inference fan-out.
 
 On a GPU scoring is a three-stage pipeline so that the device never waits on the host: a
-reader thread decodes Parquet/CSV chunks and turns them into feature tensors, the calling
-thread runs the model batch by batch under ``torch.inference_mode``, and a writer thread
-encodes predictions to Parquet; queues between them are short, so memory stays at a few
-chunks. On CPU the same stages run one after the other in the calling thread: the step's
-torch threads already use its whole CPU budget (the local runner and a pod's CPU limit give
-it ``threads`` cores), and extra I/O threads competing for those cores measured 16% slower
-(2 shard processes on 2 cores: 375k vs 445k rows/s).
+reader thread decodes Parquet, CSV or JSON Lines chunks and turns them into feature tensors,
+the calling thread runs the model batch by batch under ``torch.inference_mode``, and a
+writer thread encodes predictions to Parquet; queues between them are short, so memory
+stays at a few chunks. On CPU the same stages run one after the other in the calling
+thread: the step's torch threads already use its whole CPU budget (the local runner and a
+pod's CPU limit give it ``threads`` cores), and extra I/O threads competing for those cores
+measured 16% slower (2 shard processes on 2 cores: 375k vs 445k rows/s).
 
 Each shard commits exactly once: ``part-<k>.parquet`` is written under a temporary name and
-renamed, then ``_shard-<k>.json`` (rows, the file's sha256, a fingerprint of the inputs) is
-written last. A re-run that finds a committed shard for the same inputs and model reuses it.
+renamed, then ``_shard-<k>.json`` (rows, rejected rows, the file's sha256, a fingerprint of
+the inputs) is written last. A re-run that finds a committed shard for the same inputs and
+model reuses it. CSV and JSON Lines rows that cannot be read are quarantined in
+``_rejects-<k>.parquet``; more than ``max_reject_fraction`` of the shard's rows fails it.
 """
 
 from __future__ import annotations
@@ -34,15 +36,18 @@ from torch import nn
 
 from components.arrays import from_numpy, strings
 from components.errors import DataError, ParamError
+from components.extract import SourceOptions
 from components.features import FeatureSpec
 from components.io import ParquetSink, read_json, read_manifest, sha256_file, write_json
 from components.model_artifact import load_model, scores_from_logits
 from components.scoring import (
+    Rejects,
     ScoringPlan,
+    local_model,
     marker_path,
     part_path,
     plan_scoring,
-    read_batches,
+    rejects_path,
 )
 from components.serving import choose_batch_size, optimize_model
 
@@ -85,19 +90,24 @@ def run(
     """Score shard ``params["shard"]`` into ``predictions/part-<shard>.parquet``.
 
     Args:
-        inputs: ``scoring`` (an etl scoring set, or Parquet/CSV data) and ``model`` (a
-            model artifact directory).
+        inputs: ``scoring`` (an etl scoring set, or CSV, JSON Lines or Parquet data, local
+            or on an object store) and ``model`` (a model artifact directory, local or on
+            an object store).
         params: ``shard``; ``shards`` (fan-out width; default: the scoring set's);
             ``batch_size`` (rows per forward pass, or ``"auto"``); ``memory_cap_mb``
             (auto's cap on one batch's activations); ``threshold`` (binary label cut);
-            ``id_column`` (for external data); ``run_id``; ``threads`` (torch threads);
-            ``device`` (``auto``, ``cpu`` or ``cuda``); ``optimize`` (list) and
-            ``tolerance`` (largest score change the optimization may cause).
+            ``id_column``, ``format``, ``csv``, ``columns``, ``storage_options`` and
+            ``batch_rows`` (external data, read as etl reads its source: see
+            :meth:`components.extract.SourceOptions.from_params`); ``max_reject_fraction``
+            (of a shard's CSV/JSON Lines rows that may be unreadable); ``run_id``;
+            ``threads`` (torch threads); ``device`` (``auto``, ``cpu`` or ``cuda``);
+            ``optimize`` (list) and ``tolerance`` (largest score change the optimization
+            may cause).
         outputs: ``predictions``: directory to create.
 
     Returns:
-        ``rows``, ``seconds``, ``rows_per_s``, ``batch_size``, ``reused`` (1 when an
-        already committed shard was kept) and the optimization metrics.
+        ``rows``, ``rejected``, ``seconds``, ``rows_per_s``, ``batch_size``, ``reused`` (1
+        when an already committed shard was kept) and the optimization metrics.
     """
     start = time.perf_counter()
     scoring = str(inputs["scoring"])
@@ -105,7 +115,9 @@ def run(
     if params.get("threads"):
         torch.set_num_threads(int(params["threads"]))
     plan = _plan(scoring, shard, params)
-    model, spec, meta = load_model(str(inputs["model"]))
+    storage_options = dict(params.get("storage_options") or {})
+    with local_model(str(inputs["model"]), storage_options) as model_dir:
+        model, spec, meta = load_model(model_dir)
     task = str(meta.get("task", "binary"))
     classes = [str(c) for c in meta.get("classes", ["0", "1"])]
     out_dir = outputs["predictions"]
@@ -114,7 +126,13 @@ def run(
     committed = _committed(out_dir, shard, fingerprint)
     if committed is not None:
         log.info("shard %d: already committed (%d rows); reusing it", shard, committed["rows"])
-        return {"rows": committed["rows"], "seconds": 0.0, "rows_per_s": 0.0, "reused": 1}
+        return {
+            "rows": committed["rows"],
+            "rejected": committed.get("rejected", 0),
+            "seconds": 0.0,
+            "rows_per_s": 0.0,
+            "reused": 1,
+        }
 
     device = _device(str(params.get("device", "auto")))
     model = model.to(device)
@@ -146,9 +164,10 @@ def run(
     constants = _Constants(schema, meta["version"], str(params.get("run_id", "")), classes)
     scorer = _Scorer(model, task, float(params.get("threshold", 0.5)), batch_size, device)
     path = part_path(out_dir, shard)
-    chunks = read_batches(plan.shards[shard], columns, max(CHUNK_ROWS, batch_size))
+    rejects = Rejects(rejects_path(out_dir, shard))
+    chunks = plan.read(plan.shards[shard], columns, max(CHUNK_ROWS, batch_size), rejects.add)
     # a unique id would fill a dictionary that Parquet then abandons
-    with ParquetSink(path, schema, plain=[plan.id_column]) as sink:
+    with ParquetSink(path, schema, plain=[plan.id_column]) as sink, rejects:
         (_pipeline if device.type == "cuda" else _sequential)(
             chunks,
             lambda batch: (batch.column(plan.id_column), _features(spec, batch, device)),
@@ -156,18 +175,21 @@ def run(
             lambda ids, out: sink.write(constants.batch(ids, *out)),
         )
     expected = plan.expected_rows(shard)
-    if sink.rows != expected:
+    if sink.rows + rejects.count != expected:
         os.remove(path)
         raise DataError(
-            f"shard {shard} of {scoring} gave {sink.rows} predictions for {expected} rows; "
-            "the input changed while it was scored: re-run inference"
+            f"shard {shard} of {scoring} gave {sink.rows} predictions and {rejects.count} "
+            f"rejected rows for {expected} rows; the input changed while it was scored: "
+            "re-run inference"
         )
+    _check_rejects(rejects, expected, float(params.get("max_reject_fraction", 0.0)), path)
     write_json(
         marker_path(out_dir, shard),
         {
             "shard": shard,
             "file": os.path.basename(path),
             "rows": sink.rows,
+            "rejected": rejects.count,
             "sha256": sha256_file(path),
             "inputs": fingerprint,
             "model_version": meta["version"],
@@ -180,6 +202,7 @@ def run(
     log.info("shard %d: scored %d rows in %.2f s (batch %d)", shard, sink.rows, seconds, batch_size)
     return {
         "rows": sink.rows,
+        "rejected": rejects.count,
         "seconds": round(seconds, 3),
         "rows_per_s": round(sink.rows / seconds, 1),
         "batch_size": batch_size,
@@ -198,13 +221,27 @@ def _plan(scoring: str, shard: int, params: dict[str, Any]) -> ScoringPlan:
             f"shard {shard} is out of range: scoring set {scoring} has {shards} shards "
             f"(0..{shards - 1}); fan inference out over exactly {shards} shards"
         )
-    return plan_scoring(scoring, shards, params.get("id_column"))
+    return plan_scoring(scoring, shards, SourceOptions.from_params(params))
+
+
+def _check_rejects(rejects: Rejects, rows: int, max_fraction: float, path: str) -> None:
+    """Fail the shard (its predictions removed, its rejects kept) when more than
+    ``max_fraction`` of its ``rows`` could not be read."""
+    if rejects.count <= max_fraction * rows:
+        return
+    os.remove(path)
+    raise DataError(
+        f"{rejects.count} of {rows} rows ({rejects.count / rows:.2%}) to score could not be "
+        f"read, more than max_reject_fraction={max_fraction}; first: {rejects.first}; fix "
+        f"the data or raise etl.max_reject_fraction (see {rejects.path})"
+    )
 
 
 def _fingerprint(plan: ScoringPlan, shard: int, version: str, params: dict[str, Any]) -> str:
     """What a committed shard must match to be reused: inputs, model and the settings that
-    change predictions (not the batch size, run id or threads)."""
-    settings = {k: params.get(k) for k in ("threshold", "optimize", "tolerance")}
+    change predictions or accept them (not the batch size, run id or threads)."""
+    keys = ("threshold", "optimize", "tolerance", "max_reject_fraction")
+    settings = {k: params.get(k) for k in keys}
     text = f"{plan.fingerprint(shard)}|{version}|{sorted(settings.items())!r}"
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -240,7 +277,7 @@ def _sample(
     device: torch.device,
 ) -> torch.Tensor:
     """Up to :data:`SAMPLE_ROWS` feature rows from the start of the shard, on ``device``."""
-    batch = next(read_batches(plan.shards[shard], columns, SAMPLE_ROWS), None)
+    batch = next(plan.read(plan.shards[shard], columns, SAMPLE_ROWS), None)
     if batch is None:
         return torch.zeros(0, len(spec.feature_names), device=device)
     if plan.id_column not in batch.schema.names:
@@ -255,7 +292,7 @@ def _id_type(plan: ScoringPlan, id_column: str) -> pa.DataType:
     """The id column's type, from the first input unit of any shard (so that an empty shard
     writes the same schema as the others)."""
     units = tuple(unit for shard in plan.shards for unit in shard)[:1]
-    batch = next(read_batches(units, [id_column], 1), None)
+    batch = next(plan.read(units, [id_column], 1), None)
     return pa.string() if batch is None else batch.schema.field(id_column).type
 
 

@@ -1,8 +1,9 @@
 """Publish predictions: the reduce step of the inference fan-out.
 
-Checks that every scoring row has exactly one prediction (each shard committed, its file
-intact, its row count as expected, ids unique) and that one model made them all; only then
-gathers the shard files into its output with ``_manifest.json`` last. When configured it
+Checks that every scoring row has exactly one prediction or was quarantined as unreadable
+(each shard committed, its file intact, predictions plus rejected rows equal to its input
+rows, ids unique) and that one model made them all; only then gathers the shard files (and
+their ``_rejects-<k>.parquet``) into its output with ``_manifest.json`` last. When configured it
 also writes a versioned copy under ``destination/<run_date|run_id>=<value>/`` (keeping the
 newest ``retention`` versions) and upserts the predictions into the lookup store.
 Shards may come from different runs (a resumed run reuses the shards an interrupted one
@@ -23,9 +24,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from components.errors import DataError, ParamError
+from components.extract import SourceOptions
 from components.io import MANIFEST_FILE, atomic_path, list_parts, read_json, sha256_file, write_json
 from components.lookup import LookupStore
-from components.scoring import marker_path, plan_scoring
+from components.scoring import marker_path, plan_scoring, rejects_path
 
 __all__ = ["run"]
 
@@ -40,15 +42,18 @@ def run(
     Args:
         inputs: ``predictions``: the infer output directories (one per shard, or one path);
             ``scoring``: what was scored (an etl scoring set, or external data).
-        params: ``shards`` and ``id_column`` (for external data; an etl scoring set
-            records both); ``run_id``; ``run_date`` (``YYYY-MM-DD``; empty for today, UTC);
-            ``destination`` (folder of versioned datasets, or
-            null), ``partition_by`` (``run_date`` or ``run_id``), ``retention`` (versions
-            kept) and ``store_url`` (SQLAlchemy URL of the lookup store, or null).
+        params: ``shards``, ``id_column`` and the source options (``format``, ``csv``,
+            ``columns``, ``storage_options``, ``batch_rows``) for external data (an etl
+            scoring set records its shards and id column); ``run_id``; ``run_date``
+            (``YYYY-MM-DD``; empty for today, UTC); ``destination`` (folder of versioned
+            datasets, or null), ``partition_by`` (``run_date`` or ``run_id``),
+            ``retention`` (versions kept) and ``store_url`` (SQLAlchemy URL of the lookup
+            store, or null).
         outputs: ``predictions``: directory to create.
 
     Returns:
-        ``rows`` and ``files`` published, and ``stored`` rows upserted into the store.
+        ``rows`` and ``files`` published, ``rejected`` rows (when any were quarantined)
+        and ``stored`` rows upserted into the store.
     """
     scoring = str(inputs["scoring"])
     sources = inputs["predictions"]
@@ -56,19 +61,23 @@ def run(
     shards = params.get("shards")
     if shards is None:
         shards = len(read_json(os.path.join(scoring, MANIFEST_FILE), what="etl")["shards"])
-    plan = plan_scoring(scoring, int(shards), params.get("id_column"))
+    plan = plan_scoring(scoring, int(shards), SourceOptions.from_params(params))
     expected = {f"part-{k:05d}.parquet": plan.expected_rows(k) for k in range(len(plan.shards))}
 
     files = _gather(source_dirs, expected, scoring)
     rows = {name: pq.ParquetFile(path).metadata.num_rows for name, path in files.items()}
-    _check_counts(expected, rows)
-    _check_markers(files, rows)
+    rejected = {name: _rejected(path) for name, path in files.items()}
+    _check_counts(expected, rows, rejected)
+    _check_markers(files, rows, rejected)
     versions, run_ids = _check_ids_and_versions(files, plan.id_column)
 
     out_dir = outputs["predictions"]
     os.makedirs(out_dir, exist_ok=True)
     for name in sorted(files):
         _link_or_copy(files[name], os.path.join(out_dir, name))
+        if rejected[name]:
+            quarantined = rejects_path(os.path.dirname(files[name]), int(name[5:10]))
+            _link_or_copy(quarantined, os.path.join(out_dir, os.path.basename(quarantined)))
     total = sum(rows.values())
     published_at = dt.datetime.now(dt.UTC)
     run_date = _run_date(params, published_at)
@@ -76,6 +85,7 @@ def run(
     manifest = {
         "rows": total,
         "files": [{"name": name, "rows": rows[name]} for name in sorted(files)],
+        "rejected": sum(rejected.values()),
         "model_version": model_version,
         "run_ids": sorted(run_ids),
         "id_column": plan.id_column,
@@ -83,6 +93,8 @@ def run(
         "run_date": run_date,
     }
     metrics: dict[str, Any] = {"rows": total, "files": len(files)}
+    if manifest["rejected"]:
+        metrics["rejected"] = manifest["rejected"]
     run_id = str(params.get("run_id", ""))
     if params.get("destination"):
         version_dir = _publish_version(
@@ -113,7 +125,13 @@ def run(
         finally:
             store.close()
     write_json(os.path.join(out_dir, MANIFEST_FILE), manifest)
-    log.info("published %d predictions in %d files to %s", total, len(files), out_dir)
+    log.info(
+        "published %d predictions in %d files to %s (%d rows rejected)",
+        total,
+        len(files),
+        out_dir,
+        manifest["rejected"],
+    )
     return metrics
 
 
@@ -136,25 +154,40 @@ def _gather(source_dirs: list[str], expected: dict[str, int], scoring: str) -> d
     return files
 
 
-def _check_counts(expected: dict[str, int], found: dict[str, int]) -> None:
+def _rejected(path: str) -> int:
+    """Rows the shard of predictions file ``path`` quarantined, from its commit marker (0
+    when it has none: :func:`_check_markers` refuses it)."""
+    marker = marker_path(os.path.dirname(path), int(os.path.basename(path)[5:10]))
+    if not os.path.exists(marker):
+        return 0
+    return int(read_json(marker, what="inference").get("rejected", 0))
+
+
+def _check_counts(
+    expected: dict[str, int], found: dict[str, int], rejected: dict[str, int]
+) -> None:
+    """Each shard's predictions plus rejected rows must equal its input rows."""
     missing = [int(name[5:10]) for name in sorted(expected) if name not in found]
     wrong = {
-        int(name[5:10]): f"{found[name]} (expected {n})"
+        int(name[5:10]): f"{found[name]} (expected {n - rejected[name]})"
         for name, n in sorted(expected.items())
-        if name in found and found[name] != n
+        if name in found and found[name] + rejected[name] != n
     }
     if missing or wrong:
         detail = f"missing shards: {missing}" if missing else "no shard missing"
         if wrong:
             detail += f"; shards with wrong row counts: {wrong}"
+        dropped = sum(rejected.values())
         raise DataError(
-            f"expected {sum(expected.values())} predictions (one per scoring row), found "
+            f"expected {sum(expected.values()) - dropped} predictions (one per scoring row"
+            f"{f', {dropped} rows rejected' if dropped else ''}), found "
             f"{sum(found.values())}; {detail}: re-run inference for those shards"
         )
 
 
-def _check_markers(files: dict[str, str], rows: dict[str, int]) -> None:
-    """Each shard file must have its commit marker, with its row count and sha256."""
+def _check_markers(files: dict[str, str], rows: dict[str, int], rejected: dict[str, int]) -> None:
+    """Each shard file must have its commit marker, with its row count and sha256, and the
+    quarantined rows the marker counts."""
     for name, path in sorted(files.items()):
         shard = int(name[5:10])
         marker = marker_path(os.path.dirname(path), shard)
@@ -168,6 +201,14 @@ def _check_markers(files: dict[str, str], rows: dict[str, int]) -> None:
             raise DataError(
                 f"{path} does not match its commit marker (rows {rows[name]} vs "
                 f"{committed.get('rows')}, or its sha256 differs); it changed after inference "
+                "committed it: re-run inference for that shard"
+            )
+        quarantined = rejects_path(os.path.dirname(path), shard)
+        kept = pq.read_metadata(quarantined).num_rows if os.path.exists(quarantined) else 0
+        if rejected[name] and kept != rejected[name]:
+            raise DataError(
+                f"{quarantined} holds {kept} rejected rows but the commit marker of shard "
+                f"{shard} counts {rejected[name]}; the quarantine changed after inference "
                 "committed it: re-run inference for that shard"
             )
 

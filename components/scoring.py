@@ -1,97 +1,251 @@
-"""What a scoring shard reads: an etl scoring set, or Parquet/CSV data from outside the pipeline.
+"""What a scoring shard reads: an etl scoring set, or data from outside the pipeline.
 
 An etl ``scoring`` output already holds one ``shard-<k>.parquet`` per shard and a manifest
-with the id column and row counts. Any other path (a Parquet or CSV file, or a directory of
-them) is cut into units from file metadata alone, so that every shard step and the publish
-step agree on the split without talking to each other: Parquet rows, in file and row-group
-order, are cut into equal contiguous ranges (a shard's last row group may be shared with the
-next shard, each reading its own rows of it), so that shards finish together; CSV files,
-whose row counts would take a pass to learn, are dealt round-robin as whole files.
+with the id column and row counts. Any other source is found as the etl step finds its
+source (:func:`components.extract.open_source`: a file, folder or glob, local or behind a
+``file://``, ``s3://`` or ``gs://`` URI; CSV, JSON Lines or Parquet; the same ``data.*``
+options) and cut into units from file metadata alone, so that every shard step and the
+publish step agree on the split without talking to each other: Parquet rows, in file and
+row-group order, are cut into equal contiguous ranges (a shard's last row group may be
+shared with the next shard, each reading its own rows of it), so that shards finish
+together; CSV and JSON Lines files, whose row counts would take a pass to learn, are dealt
+round-robin as whole files.
+
+Parquet is read directly (column projection, no pre-buffering, on the calling thread). CSV
+and JSON Lines go through :func:`components.extract.read_batches`, so they are parsed and
+cast as etl would (the id column as text), with the column types of the source's first
+file in every shard; rows that cannot be read go to a reject callback, which the infer
+step turns into ``_rejects-<k>.parquet`` (:class:`Rejects`).
 """
 
 from __future__ import annotations
 
-import glob
+import contextlib
+import dataclasses
+import functools
 import hashlib
 import json
 import os
-from collections.abc import Iterator
-from dataclasses import dataclass
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
 
 import pyarrow as pa
-import pyarrow.csv as pacsv
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from components import extract
 from components.errors import DataError
-from components.io import MANIFEST_FILE, read_manifest, scoring_shard_path
+from components.extract import REJECT_SCHEMA, Reject, SourceOptions
+from components.io import MANIFEST_FILE, ParquetSink, read_manifest, scoring_shard_path
 
 __all__ = [
+    "Rejects",
     "ScoringPlan",
     "Unit",
+    "local_model",
     "marker_path",
     "part_path",
     "plan_scoring",
-    "read_batches",
+    "rejects_path",
 ]
 
-_SUFFIXES = (".parquet", ".csv")
 _EDGE_BYTES = 1 << 16
+_TEXT_FORMATS = ("csv", "jsonl")
 
 
 @dataclass(frozen=True)
 class Unit:
-    """A slice of input: a whole Parquet or CSV file, or rows ``start..stop`` (None: to the
-    end) of one Parquet row group."""
+    """A slice of input: a whole file, or rows ``start..stop`` (None: to the end) of one
+    Parquet row group."""
 
     path: str
     row_group: int | None = None
     start: int = 0
     stop: int | None = None
 
-    @property
-    def is_csv(self) -> bool:
-        """Whether the unit is a CSV file."""
-        return self.path.endswith(".csv")
-
-    def rows(self) -> int:
-        """Rows in the unit (a CSV file is counted by streaming through it)."""
-        if self.is_csv:
-            return sum(batch.num_rows for batch in pacsv.open_csv(self.path))
-        metadata = pq.ParquetFile(self.path).metadata
-        if self.row_group is None:
-            return metadata.num_rows
-        stop = metadata.row_group(self.row_group).num_rows if self.stop is None else self.stop
-        return stop - self.start
-
 
 @dataclass(frozen=True)
 class ScoringPlan:
-    """Which units each shard scores, and the column that keys predictions."""
+    """Which units each shard scores, how to read them, and the column that keys predictions.
+
+    Attributes:
+        format: ``parquet`` (an etl scoring set is Parquet), ``csv`` or ``jsonl``.
+        fs: The filesystem the unit paths are on.
+        options: How the source is parsed and reached (the etl step's source options).
+        etl_rows: Each shard's row count, when the source is an etl scoring set.
+    """
 
     source: str
     id_column: str
     shards: tuple[tuple[Unit, ...], ...]
+    format: str = "parquet"
+    fs: pafs.FileSystem = field(default_factory=pafs.LocalFileSystem, compare=False)
+    options: SourceOptions = field(default_factory=SourceOptions, compare=False)
     etl_rows: tuple[int, ...] | None = None
 
     def expected_rows(self, shard: int) -> int:
-        """Rows shard ``shard`` must predict."""
+        """Input rows of shard ``shard``: each must get a prediction or be rejected.
+
+        Parquet rows come from the footers; CSV and JSON Lines records are counted by a
+        parse-only pass of their own (:func:`components.extract.count_records`).
+        """
         if self.etl_rows is not None:
             return self.etl_rows[shard]
-        return sum(unit.rows() for unit in self.shards[shard])
+        units = self.shards[shard]
+        if self.format in _TEXT_FORMATS:
+            return sum(
+                extract.count_records(self.fs, unit.path, self.format, self.options)
+                for unit in units
+            )
+        footers = {
+            path: pq.read_metadata(path, filesystem=self.fs)
+            for path in dict.fromkeys(unit.path for unit in units)
+        }
+        rows = 0
+        for unit in units:
+            metadata = footers[unit.path]
+            if unit.row_group is None:
+                rows += metadata.num_rows
+            else:
+                group_rows = metadata.row_group(unit.row_group).num_rows
+                rows += (group_rows if unit.stop is None else unit.stop) - unit.start
+        return rows
 
     def fingerprint(self, shard: int) -> str:
-        """A digest of shard ``shard``'s input files: their names, sizes, first and last
-        64 KiB (a Parquet footer summarises every row group), and the unit layout."""
-        digest = hashlib.sha256(json.dumps([self.id_column, len(self.shards)]).encode())
-        for unit in self.shards[shard]:
-            size = os.path.getsize(unit.path)
+        """A digest of shard ``shard``'s inputs: the unit layout, how files are parsed, and
+        each file's name, size, first and last 64 KiB (a Parquet footer summarises every row
+        group) and, on an object store, modification time."""
+        parsing = dataclasses.asdict(self.options)
+        del parsing["storage_options"]  # how to reach the data, not what it holds
+        head = [self.id_column, len(self.shards), self.format, parsing]
+        digest = hashlib.sha256(json.dumps(head, sort_keys=True, default=str).encode())
+        units = self.shards[shard]
+        for unit in units:
             where = f"{os.path.basename(unit.path)}:{unit.row_group}:{unit.start}:{unit.stop}"
-            digest.update(f"{where}:{size}".encode())
-            with open(unit.path, "rb") as f:
-                digest.update(f.read(_EDGE_BYTES))
-                f.seek(max(size - _EDGE_BYTES, 0))
-                digest.update(f.read(_EDGE_BYTES))
+            digest.update(where.encode())
+        remote = not isinstance(self.fs, pafs.LocalFileSystem)
+        for path in dict.fromkeys(unit.path for unit in units):
+            info = self.fs.get_file_info(path)
+            digest.update(f"{os.path.basename(path)}:{info.size}".encode())
+            if remote:
+                digest.update(f":{info.mtime_ns}".encode())
+            with self.fs.open_input_file(path) as f:
+                digest.update(f.read_at(_EDGE_BYTES, 0))
+                digest.update(f.read_at(_EDGE_BYTES, max(info.size - _EDGE_BYTES, 0)))
         return digest.hexdigest()
+
+    def read(
+        self,
+        units: tuple[Unit, ...],
+        columns: list[str] | None,
+        rows: int,
+        reject: Callable[[Reject], None] | None = None,
+    ) -> Iterator[pa.RecordBatch]:
+        """Stream ``columns`` (None: all) of ``units`` in record batches of at most ``rows`` rows.
+
+        Parquet is read without pre-buffering (it grows memory through the file, PERF-NOTES)
+        and on the calling thread only, so that decoding does not compete with the model's
+        threads. CSV and JSON Lines rows that cannot be read go to ``reject`` (None: dropped,
+        for reads that only sample).
+        """
+        if self.format in _TEXT_FORMATS:
+            yield from self._read_text(units, columns, rows, reject or (lambda r: None))
+            return
+        for unit in units:
+            with pq.ParquetFile(unit.path, pre_buffer=False, filesystem=self.fs) as parquet:
+                _check_columns(unit.path, parquet.schema_arrow.names, columns)
+                groups = None if unit.row_group is None else [unit.row_group]
+                batches = parquet.iter_batches(
+                    batch_size=rows, row_groups=groups, columns=columns, use_threads=False
+                )
+                yield from _rows_between(batches, unit.start, unit.stop)
+
+    def _read_text(
+        self,
+        units: tuple[Unit, ...],
+        columns: list[str] | None,
+        rows: int,
+        reject: Callable[[Reject], None],
+    ) -> Iterator[pa.RecordBatch]:
+        if not units:
+            return
+        first, sample = self._sample
+        if sample is not None:  # before projecting, which would hide a missing column
+            _check_columns(first, sample.names, columns)
+        types = {f.name: f.type for f in sample} if sample is not None else self.options.columns
+        options = dataclasses.replace(self.options, columns=dict(types))
+        paths = [unit.path for unit in units]
+        for batch in extract.read_batches(self.fs, paths, self.format, options, reject, columns):
+            _check_columns(batch.source, batch.data.schema.names, columns)
+            for start in range(0, batch.data.num_rows, rows):
+                yield batch.data.slice(start, rows)
+
+    @functools.cached_property
+    def _sample(self) -> tuple[str, pa.Schema | None]:
+        """The source's first file and the schema of its first readable rows (None when it
+        has none): every shard casts to these types, as one etl pass over the source would,
+        so that a value reads the same whichever shard scores it."""
+        first = next((unit.path for units in self.shards for unit in units), "")
+        if not first:
+            return first, None
+        batches = extract.read_batches(self.fs, [first], self.format, self.options, lambda r: None)
+        sample = next(batches, None)
+        batches.close()
+        return first, None if sample is None else sample.data.schema
+
+
+class Rejects:
+    """A shard's rows that could not be read, quarantined in ``_rejects-<k>.parquet``
+    (:data:`components.extract.REJECT_SCHEMA`: file, line or row, reason, record).
+
+    Rows are buffered and written on :meth:`close`; with none, no file is left (a stale
+    one from an earlier attempt is removed).
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.count = 0
+        self.first: str | None = None
+        self._pending: list[Reject] = []
+        self._sink: ParquetSink | None = None
+
+    def add(self, reject: Reject) -> None:
+        """Quarantine one row."""
+        self.count += 1
+        if self.first is None:
+            where = f"line {reject.line}" if reject.line else f"row {reject.row}"
+            self.first = f"{reject.source} {where}: {reject.reason}"
+        self._pending.append(reject)
+        if len(self._pending) >= 65_536:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        if self._sink is None:
+            self._sink = ParquetSink(self.path, REJECT_SCHEMA)
+        columns = {f.name: [getattr(r, f.name) for r in self._pending] for f in REJECT_SCHEMA}
+        self._sink.write(pa.RecordBatch.from_pydict(columns, schema=REJECT_SCHEMA))
+        self._pending.clear()
+
+    def close(self) -> None:
+        """Write the quarantined rows, or remove a stale file when there are none."""
+        self._flush()
+        if self._sink is not None:
+            self._sink.close()
+        elif os.path.exists(self.path):
+            os.remove(self.path)
+
+    def __enter__(self) -> Rejects:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        if kind is None:
+            self.close()
+        elif self._sink is not None:
+            self._sink.abort()
 
 
 def part_path(directory: str, shard: int) -> str:
@@ -104,15 +258,22 @@ def marker_path(directory: str, shard: int) -> str:
     return os.path.join(directory, f"_shard-{shard:05d}.json")
 
 
-def plan_scoring(source: str, shards: int, id_column: str | None) -> ScoringPlan:
+def rejects_path(directory: str, shard: int) -> str:
+    """The quarantined rows of shard ``shard`` (only when it rejected any)."""
+    return os.path.join(directory, f"_rejects-{shard:05d}.parquet")
+
+
+def plan_scoring(source: str, shards: int, options: SourceOptions) -> ScoringPlan:
     """Split ``source`` into ``shards`` shards.
 
     Args:
-        source: An etl ``scoring`` directory, or a Parquet/CSV file or directory of them.
+        source: An etl ``scoring`` directory, or data in an etl input format: a file,
+            folder or glob, local or behind a ``file://``, ``s3://`` or ``gs://`` URI.
         shards: The fan-out width; an etl scoring set must have exactly this many shards.
-        id_column: The id column of external data (an etl scoring set records its own).
+        options: How to find and parse external data (the etl step's source options);
+            ``options.id_column`` keys its predictions (an etl scoring set records its own).
     """
-    if os.path.isfile(os.path.join(source, MANIFEST_FILE)):
+    if "://" not in source and os.path.isfile(os.path.join(source, MANIFEST_FILE)):
         manifest = read_manifest(source)
         counts = tuple(int(n) for n in manifest["shards"])
         if manifest["id_column"] is None:
@@ -126,43 +287,52 @@ def plan_scoring(source: str, shards: int, id_column: str | None) -> ScoringPlan
                 f"fan inference out over exactly {len(counts)} shards"
             )
         units = tuple((Unit(scoring_shard_path(source, k)),) for k in range(len(counts)))
-        return ScoringPlan(source, manifest["id_column"], units, counts)
-    if id_column is None:
+        return ScoringPlan(source, manifest["id_column"], units, etl_rows=counts)
+    if options.id_column is None:
         raise DataError(
             f"no id column is known for {source}, so predictions cannot be keyed; set "
             "data.id_column to the column that identifies rows"
         )
-    files = _files(source)
-    csv = [Unit(path) for path in files if path.endswith(".csv")]
-    parquet = _parquet_ranges([path for path in files if not path.endswith(".csv")], shards)
-    return ScoringPlan(
-        source, id_column, tuple((*parquet[k], *csv[k::shards]) for k in range(shards))
-    )
+    fs, files, fmt = extract.open_source(source, options)
+    if fmt == "parquet":
+        ranges = _parquet_ranges(fs, files, shards)
+    else:
+        ranges = [[Unit(path) for path in files[k::shards]] for k in range(shards)]
+    units = tuple(tuple(shard) for shard in ranges)
+    return ScoringPlan(source, options.id_column, units, fmt, fs, options)
 
 
-def read_batches(
-    units: tuple[Unit, ...], columns: list[str] | None, rows: int
-) -> Iterator[pa.RecordBatch]:
-    """Stream ``columns`` (None: all) of ``units`` in record batches of at most ``rows`` rows.
+@contextlib.contextmanager
+def local_model(uri: str, storage_options: dict[str, Any]) -> Iterator[str]:
+    """A local directory holding the model artifact at ``uri``.
 
-    Parquet is read without pre-buffering (it grows memory through the file, PERF-NOTES)
-    and on the calling thread only, so that decoding does not compete with the model's
-    threads.
+    A local path is used in place; an object-store URI (``s3://``, ``gs://``) is copied
+    to a temporary directory, removed on exit (an artifact is small: ``model.json``, the
+    weights and the feature spec).
     """
-    for unit in units:
-        if unit.is_csv:
-            options = pacsv.ConvertOptions(include_columns=columns)
-            reader = pacsv.open_csv(unit.path, convert_options=options)
-            _check_columns(unit.path, reader.schema.names, columns)
-            yield from reader
-            continue
-        parquet = pq.ParquetFile(unit.path, pre_buffer=False)
-        _check_columns(unit.path, parquet.schema_arrow.names, columns)
-        groups = None if unit.row_group is None else [unit.row_group]
-        batches = parquet.iter_batches(
-            batch_size=rows, row_groups=groups, columns=columns, use_threads=False
+    if "://" not in uri:
+        yield uri
+        return
+    fs, path = extract.filesystem(uri, storage_options)
+    if isinstance(fs, pafs.LocalFileSystem):
+        yield path
+        return
+    try:
+        found = fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True))
+    except OSError as e:
+        raise DataError(
+            f"model {uri} cannot be listed: {e}; check inference.model_uri and data.storage_options"
+        ) from None
+    if not any(info.is_file and info.base_name == "model.json" for info in found):
+        raise DataError(
+            f"{uri} holds no model.json; point inference.model_uri at a model artifact "
+            "directory (a train step's model output)"
         )
-        yield from _rows_between(batches, unit.start, unit.stop)
+    with tempfile.TemporaryDirectory(prefix="kfbatch-model-") as tmp:
+        pafs.copy_files(
+            path, tmp, source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem()
+        )
+        yield tmp
 
 
 def _rows_between(
@@ -188,34 +358,13 @@ def _check_columns(path: str, names: list[str], columns: list[str] | None) -> No
         )
 
 
-def _files(source: str) -> list[str]:
-    if os.path.isfile(source):
-        files = [source]
-    elif os.path.isdir(source):
-        files = sorted(
-            path
-            for suffix in _SUFFIXES
-            for path in glob.glob(
-                os.path.join(glob.escape(source), f"**/*{suffix}"), recursive=True
-            )
-        )
-    else:
-        files = []
-    if not files or any(not f.endswith(_SUFFIXES) for f in files):
-        raise DataError(
-            f"{source} is not an etl scoring set, a Parquet/CSV file or a directory holding "
-            "them; point inference.data_uri at the data to score"
-        )
-    return files
-
-
-def _parquet_ranges(paths: list[str], shards: int) -> list[list[Unit]]:
+def _parquet_ranges(fs: pafs.FileSystem, paths: list[str], shards: int) -> list[list[Unit]]:
     """Cut the rows of ``paths`` (in order) into ``shards`` contiguous ranges whose sizes
     differ by at most one row, as row-group slices."""
     groups = [
         (path, g, metadata.row_group(g).num_rows)
         for path in paths
-        for metadata in (pq.ParquetFile(path).metadata,)
+        for metadata in (pq.read_metadata(path, filesystem=fs),)
         for g in range(metadata.num_row_groups)
     ]
     total = sum(rows for _, _, rows in groups)

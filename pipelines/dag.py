@@ -485,6 +485,19 @@ class _Builder:
         )
         self.served_model = Ref("gate", "model")
 
+    def _source_params(self) -> dict[str, Any]:
+        """How scoring reads data from outside the pipeline: the etl step's source options
+        and reject threshold, applied to ``inference.data_uri``."""
+        data = self.config.data
+        return {
+            "format": data.format,
+            "columns": dict(data.columns),
+            "storage_options": dict(data.storage_options),
+            "csv": dataclasses.asdict(data.csv),
+            "batch_rows": data.batch_rows,
+            "max_reject_fraction": self.config.etl.max_reject_fraction,
+        }
+
     def add_infer(self) -> None:
         """The scoring fan-out and its publish step.
 
@@ -497,11 +510,17 @@ class _Builder:
             Ref("etl", "scoring") if "etl" in stages else Uri(str(inference.data_uri))
         )
         source = {"shards": inference.shards, "id_column": self.config.data.id_column}
+        # outside data is read as the etl step reads its source; an outside model is fetched
+        # with the same storage options
+        outside = self._source_params() if isinstance(scoring, Uri) else {}
+        if isinstance(model, Uri):
+            outside.setdefault("storage_options", dict(self.config.data.storage_options))
         self._add(
             "infer",
             "components.infer:run",
             params={
                 **source,
+                **outside,
                 "batch_size": inference.batch_size,
                 "memory_cap_mb": inference.memory_cap_mb,
                 "threshold": inference.threshold,
@@ -522,6 +541,7 @@ class _Builder:
             "components.publish:run",
             params={
                 **source,
+                **(self._source_params() if isinstance(scoring, Uri) else {}),
                 "destination": publish.destination,
                 "partition_by": publish.partition_by,
                 "retention": publish.retention,

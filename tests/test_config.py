@@ -53,6 +53,24 @@ def test_interpolations_resolve_from_one_place(tmp_path: Path) -> None:
     assert "${runtime.runs_dir}" not in composed.to_yaml(resolve=True)
 
 
+def test_scoring_only_runs_take_object_store_uris() -> None:
+    config = compose_config(
+        [
+            "stages=[infer]",
+            "inference.model_uri=s3://models/churn/v3",
+            "inference.data_uri=gs://lake/customers/2026-11-21/*.jsonl",
+            "data.format=jsonl",
+            "+data.storage_options.endpoint_override=http://minio:9000",
+        ]
+    ).config
+    dag = build_dag(config)
+    infer = dag.step("infer")
+    assert infer.params["format"] == "jsonl"
+    assert infer.params["storage_options"] == {"endpoint_override": "http://minio:9000"}
+    assert infer.params["max_reject_fraction"] == 0.0
+    assert dag.step("publish").params["csv"] == infer.params["csv"]
+
+
 def test_user_config_dir_is_searched_first(tmp_path: Path) -> None:
     (tmp_path / "trainer").mkdir()
     (tmp_path / "trainer" / "default.yaml").write_text("epochs: 7\nlr: 0.01\n")
@@ -139,11 +157,6 @@ BAD_CONFIGS = [
     (["quality.checks=[{check: rnage, column: age}]"], "quality.checks", "'rnage' is unknown"),
     (['+features.derive.x="age +"'], "features", "'age +' is not an expression"),
     (["features.select=[age]"], "features.select", "keeps the id and target columns"),
-    (
-        ["stages=[infer]", "inference.model_uri=s3://b/m", "inference.data_uri=/d"],
-        "inference.model_uri",
-        "a local or mounted path",
-    ),
     (["evaluate=gated", "stages=[etl,train,infer]"], "evaluate.gate.metric", "leave out"),
 ]
 

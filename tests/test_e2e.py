@@ -12,6 +12,7 @@ import pytest
 
 from pipelines.config.compose import compose_config
 from pipelines.local.runner import RunResult, run_local
+from pipelines.report import write_report
 
 pytestmark = pytest.mark.integration
 
@@ -114,6 +115,34 @@ def test_changed_training_params_rerun_only_downstream(demo: RunResult, runs_dir
     statuses = {name: r.status for name, r in changed.nodes.items()}
     assert statuses["datagen"] == statuses["etl"] == "cached"
     assert statuses["train"] == statuses["publish"] == "succeeded"
+
+
+def test_scoring_only_run_reads_a_glob_of_json_lines(demo: RunResult, tmp_path: Path) -> None:
+    rows = ds.dataset(demo.output("etl", "scoring"), format="parquet").to_table().to_pylist()
+    day = tmp_path / "day"
+    day.mkdir()
+    for k in range(2):
+        lines = (json.dumps(row, default=str) + "\n" for row in rows[k::2])
+        (day / f"part-{k}.jsonl").write_text("".join(lines))
+    overrides = [
+        "stages=[infer]",
+        f"inference.model_uri={demo.output('train', 'model')}",
+        f"inference.data_uri='{day}/part-*.jsonl'",
+        "inference.shards=2",
+        "runtime.retries=0",
+        f"runtime.runs_dir={tmp_path / 'runs'}",
+    ]
+    first = run_local(compose_config(overrides))
+    assert first.ok, [(r.node, r.error) for r in first.failed]
+    assert _predictions(first).count_rows() == len(rows) == 3000
+    assert {r.status for r in run_local(compose_config(overrides)).nodes.values()} == {"cached"}
+    good = "".join(json.dumps(r, default=str) + "\n" for r in rows[1:9:2])
+    (day / "part-1.jsonl").write_text(good + '{"customer_id": "cut off\n')
+    changed = run_local(compose_config([*overrides, "etl.max_reject_fraction=0.25"]))  # 1 of 5
+    assert {r.status for r in changed.nodes.values()} == {"succeeded"}  # the glob's files changed
+    assert _predictions(changed).count_rows() == 1500 + 4
+    assert changed.nodes["infer-1"].metrics["rejected"] == 1
+    assert "rows quarantined as unreadable" in write_report(changed.run_dir).read_text()
 
 
 def test_breast_cancer_experiment_learns(tmp_path: Path) -> None:

@@ -11,11 +11,13 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from pipelines.config.schema import RuntimeConfig
 from pipelines.dag import RUN_DATE, RUN_ID, Dag, FanOut, Ref, Resources, Step
+from pipelines.local.cache import external_digest
 from pipelines.local.runner import run_dag
 
 STEPS = "tests.support.steps"
@@ -279,3 +281,33 @@ def test_interrupt_stops_workers_and_records_the_run(tmp_path: Path) -> None:
     assert [final["nodes"][n]["status"] for n in "abc"] == ["succeeded", "interrupted", "not_run"]
     _wait_until_gone(worker_pid)
     assert not list((tmp_path / "runs" / ".cache").glob(".tmp-*"))
+
+
+def test_outside_data_digests_follow_globs_and_object_stores(
+    tmp_path: Path, s3_server: dict[str, Any]
+) -> None:
+    import pyarrow.fs as pafs
+
+    memo = tmp_path / "external.json"
+    (tmp_path / "day").mkdir()
+    for name in ("a.csv", "b.csv"):
+        (tmp_path / "day" / name).write_text("id\n1\n")
+    local = external_digest(f"{tmp_path}/day/*.csv", memo)
+    (tmp_path / "day" / "notes.txt").write_text("not matched")
+    assert external_digest(f"{tmp_path}/day/*.csv", memo) == local
+    (tmp_path / "day" / "b.csv").write_text("id\n2\n")
+    assert external_digest(f"{tmp_path}/day/*.csv", memo) != local
+
+    fs = pafs.S3FileSystem(**s3_server)
+    fs.create_dir("digest-in")
+    for name, text in (("a.csv", b"id\n1\n"), ("b.csv", b"id\n2\n")):
+        with fs.open_output_stream(f"digest-in/day/{name}") as f:
+            f.write(text)
+    storage = {k: v for k, v in s3_server.items() if k != "allow_bucket_creation"}
+    remote = external_digest("s3://digest-in/day/*.csv", memo, storage)
+    with fs.open_output_stream("digest-in/day/notes.txt") as f:
+        f.write(b"not matched")
+    assert external_digest("s3://digest-in/day/*.csv", memo, storage) == remote
+    with fs.open_output_stream("digest-in/day/b.csv") as f:
+        f.write(b"id\n2\n3\n")
+    assert external_digest("s3://digest-in/day/*.csv", memo, storage) != remote

@@ -275,9 +275,13 @@ class InferenceConfig:
     device: str = knob("auto", choices=("auto", "cpu", "cuda"))
     optimize: list[str] = knob([])
     tolerance: float = knob(0.01, ge=0.0)
-    model_uri: str | None = knob(None, expected="a model artifact directory (a train output)")
+    model_uri: str | None = knob(
+        None, expected="a model artifact directory (a train output), a path or s3://, gs:// URI"
+    )
     data_uri: str | None = knob(
-        None, expected="an etl scoring set, or a Parquet/CSV file or directory to score"
+        None,
+        expected="an etl scoring set, or a CSV, JSON Lines or Parquet file, directory or glob "
+        "to score, a path or s3://, gs://, file:// URI",
     )
 
 

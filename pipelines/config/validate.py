@@ -263,14 +263,6 @@ def _check_inference(inference: Mapping[str, Any], stages: list[str]) -> None:
             )
     if "infer" not in stages:
         return
-    for key in ("model_uri", "data_uri"):
-        if inference[key] and "://" in str(inference[key]):
-            raise ConfigError(
-                f"inference.{key}",
-                "a local or mounted path (scoring does not read object-store URIs yet; copy "
-                "the data or model to a volume)",
-                inference[key],
-            )
     for stage, key, what in INFER_SOURCES:
         if stage in stages and inference[key]:
             expected = f"null when stages include '{stage}' (infer reads that stage's output)"

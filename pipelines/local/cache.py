@@ -11,10 +11,13 @@ and produces identical bytes does not invalidate what follows.
 
 from __future__ import annotations
 
+import fnmatch
 import functools
+import glob
 import hashlib
 import json
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Mapping
@@ -36,6 +39,7 @@ __all__ = [
 ]
 
 _CHUNK = 1 << 20
+_GLOB = re.compile(r"[*?\[]")
 
 
 @dataclass(frozen=True)
@@ -174,36 +178,76 @@ def digest_path(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def external_digest(uri: str, memo_file: Path) -> str:
+def external_digest(
+    uri: str, memo_file: Path, storage_options: Mapping[str, Any] | None = None
+) -> str:
     """Digest of data outside the pipeline, memoised by (path, size, mtime) for local files.
 
-    Object-store URIs are identified by their size and modification time as the store
-    reports them: reading every byte of a bucket to decide about caching would cost more
-    than the step.
+    ``uri`` is a file, a folder or a glob pattern, local or behind a URI. Object-store URIs
+    are identified by their files' sizes and modification times as the store reports them
+    (reached with the ``storage_options`` the step reads them with): reading every byte of
+    a bucket to decide about caching would cost more than the step.
     """
     if "://" in uri and not uri.startswith("file://"):
         import pyarrow.fs as pafs
 
-        filesystem, path = pafs.FileSystem.from_uri(uri)
-        selector = pafs.FileSelector(path, recursive=True, allow_not_found=False)
-        info = filesystem.get_file_info(path)
+        from components.extract import filesystem
+
+        fs, path = filesystem(uri, dict(storage_options or {}))
+        pattern = path if _GLOB.search(path) else None
+        if pattern is not None:
+            path = _glob_base(pattern)
+        info = fs.get_file_info(path)
         infos = (
-            filesystem.get_file_info(selector) if info.type == pafs.FileType.Directory else [info]
+            fs.get_file_info(pafs.FileSelector(path, recursive=True))
+            if info.type == pafs.FileType.Directory
+            else [info]
         )
-        parts = sorted((i.path, i.size, str(i.mtime)) for i in infos)
+        parts = sorted(
+            (i.path, i.size, str(i.mtime))
+            for i in infos
+            if pattern is None or (i.is_file and fnmatch.fnmatchcase(i.path, pattern))
+        )
         return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
-    local = Path(uri.removeprefix("file://")).resolve()
-    if not local.exists():
-        raise KfbatchError(f"input {uri!r} does not exist; check data.uri")
-    files = [local] if local.is_file() else sorted(p for p in local.rglob("*") if p.is_file())
+    given = uri.removeprefix("file://")
+    if _GLOB.search(given):
+        local = Path(given).absolute()
+        files = sorted(Path(p).resolve() for p in glob.glob(str(local), recursive=True))
+        files = [f for f in files if f.is_file()]
+        if not files:
+            raise KfbatchError(f"input {uri!r} matches no files; check the pattern")
+    else:
+        local = Path(given).resolve()
+        if not local.exists():
+            raise KfbatchError(f"input {uri!r} does not exist; check data.uri")
+        files = [local] if local.is_file() else sorted(p for p in local.rglob("*") if p.is_file())
     stamp = json.dumps([(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files])
     try:
         memo = json.loads(memo_file.read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         memo = {}
     if memo.get(str(local), {}).get("stamp") != stamp:
-        memo[str(local)] = {"stamp": stamp, "digest": digest_path(local)}
+        digest = digest_path(local) if local.exists() else _digest_files(files)
+        memo[str(local)] = {"stamp": stamp, "digest": digest}
         tmp = memo_file.with_name(f"{memo_file.name}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(memo))
         os.replace(tmp, memo_file)
     return memo[str(local)]["digest"]
+
+
+def _glob_base(pattern: str) -> str:
+    """The folder above the first path segment of ``pattern`` that holds a wildcard."""
+    parts = pattern.split("/")
+    first = next(i for i, part in enumerate(parts) if _GLOB.search(part))
+    return "/".join(parts[:first]) or ("/" if pattern.startswith("/") else ".")
+
+
+def _digest_files(files: list[Path]) -> str:
+    """sha256 over each file's path and bytes (the files a glob pattern matched)."""
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(str(file).encode())
+        with open(file, "rb") as handle:
+            while chunk := handle.read(_CHUNK):
+                digest.update(chunk)
+    return digest.hexdigest()

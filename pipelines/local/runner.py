@@ -363,7 +363,11 @@ class _Execution:
         digests: dict[str, Any] = {}
         for input_name, source in node.step.inputs.items():
             if isinstance(source, Uri):
-                digests[input_name] = external_digest(source.uri, self.cache.root / "external.json")
+                digests[input_name] = external_digest(
+                    source.uri,
+                    self.cache.root / "external.json",
+                    node.params.get("storage_options"),  # how the step reaches the store
+                )
             else:
                 ups = [self.records[n] for n in self.dag.node_names(source.step)]
                 values = [up.outputs[source.output]["digest"] for up in ups]

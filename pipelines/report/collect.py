@@ -439,6 +439,7 @@ def _inference(facts: RunFacts) -> dict[str, Any]:
         manifest, href = published
         inference.update(
             published_rows=manifest.get("rows"),
+            rejected=manifest.get("rejected", 0),
             files=manifest.get("files", []),
             model_version=manifest.get("model_version"),
             run_ids=manifest.get("run_ids", []),

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -181,32 +179,6 @@ def test_too_many_rejects_fail_with_the_first_reason(tmp_path: Path) -> None:
     )
     assert not (tmp_path / "out" / "dataset" / "_manifest.json").exists()
     assert len(_rejects(tmp_path / "out")) == 2
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="session")
-def s3_server() -> Iterator[dict[str, Any]]:
-    """A local S3-compatible server (moto in server mode) and the storage options to reach it."""
-    moto_server = pytest.importorskip("moto.server")
-    port = _free_port()
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    try:
-        yield {
-            "endpoint_override": f"http://127.0.0.1:{port}",
-            "access_key": "testing",
-            "secret_key": "testing",
-            "region": "us-east-1",
-            "scheme": "http",
-            "allow_bucket_creation": True,
-        }
-    finally:
-        server.stop()
 
 
 def test_s3_glob_source_through_a_local_s3_server(

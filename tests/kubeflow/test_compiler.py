@@ -234,6 +234,28 @@ def test_scoring_only_pipeline_takes_model_and_data_as_parameters() -> None:
     assert publish["scoring_uri"] == {"componentInputParameter": "infer_scoring_uri"}
 
 
+def test_scoring_only_pipeline_reads_object_stores_with_the_etl_source_options() -> None:
+    compiled = compile_config(
+        "stages=[infer]",
+        "inference.model_uri=s3://models/churn",
+        "inference.data_uri=s3://lake/day/*.csv",
+        "data.csv.delimiter='|'",
+        "etl.max_reject_fraction=0.01",
+    )
+    parameters = compiled.spec["root"]["inputDefinitions"]["parameters"]
+    assert parameters["infer_scoring_uri"]["defaultValue"] == "s3://lake/day/*.csv"
+    for name in ("infer", "publish"):
+        task = compiled.task(name)
+        params = json.loads(task["inputs"]["parameters"]["params"]["runtimeValue"]["constant"])
+        assert params["csv"]["delimiter"] == "|"
+        assert params["format"] == "auto"
+        assert task["cachingOptions"] == {}  # the objects behind the URI may change
+    infer = json.loads(
+        compiled.task("infer")["inputs"]["parameters"]["params"]["runtimeValue"]["constant"]
+    )
+    assert infer["max_reject_fraction"] == 0.01
+
+
 def test_an_outside_model_alone_is_not_called_data() -> None:
     compiled = compile_config("stages=[etl,infer]", "inference.model_uri=/mnt/m/model")
     parameters = compiled.spec["root"]["inputDefinitions"]["parameters"]
