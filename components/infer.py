@@ -139,25 +139,25 @@ def run(
     # Declared transforms (spec.prepare) build some input columns from others, which raw data
     # lacks: read every column then, and let the spec say what is missing.
     columns = None if spec.prepare else list(dict.fromkeys([plan.id_column, *spec.input_columns]))
-    sample = _sample(plan, shard, columns, spec, device)
-    metrics: dict[str, Any] = {}
-    model, metrics = optimize_model(
-        model,
-        list(params.get("optimize") or ()),
-        sample,
-        task=task,
-        tolerance=float(params.get("tolerance", 0.01)),
-    )
+    methods = list(params.get("optimize") or ())
     batch_size = params.get("batch_size", 4096)
-    if batch_size == "auto":
-        cap = float(params.get("memory_cap_mb", 256)) * 2**20
-        # an empty shard has nothing to measure and nothing to score
-        batch_size = choose_batch_size(model, sample, memory_cap_bytes=cap)[0] if len(sample) else 1
-    elif not isinstance(batch_size, int) or batch_size < 1:
+    if batch_size != "auto" and (not isinstance(batch_size, int) or batch_size < 1):
         raise ParamError(
             f"batch_size {batch_size!r} is not a row count >= 1 or 'auto'; set "
             "inference.batch_size accordingly"
         )
+    metrics: dict[str, Any] = {}
+    if methods or batch_size == "auto":  # both measure on a sample of the shard
+        sample = _sample(plan, shard, columns, spec, device)
+        model, metrics = optimize_model(
+            model, methods, sample, task=task, tolerance=float(params.get("tolerance", 0.01))
+        )
+        if batch_size == "auto":
+            cap = float(params.get("memory_cap_mb", 256)) * 2**20
+            # an empty shard has nothing to measure and nothing to score
+            batch_size = (
+                choose_batch_size(model, sample, memory_cap_bytes=cap)[0] if len(sample) else 1
+            )
 
     id_type = _id_type(plan, plan.id_column)
     schema = predictions_schema(plan.id_column, id_type, task, len(classes))
