@@ -8,8 +8,9 @@ Setup: ``--rows`` (default 2,000,000) generated rows of 64 float features and an
 written to one Parquet file in row groups of 131,072 rows, and a model artifact holding the
 PERF-NOTES MLP (64 -> 256 -> 256 -> 256 -> 2, eval mode).
 
-Measured in the same run, ``--repeats`` times (the JSON figures are medians of per-repeat
-ratios, so that load from other processes drifting between repeats cancels out):
+Measured in the same run, ``--repeats`` times (default 5: single repeats on this machine
+range over +-10%; the JSON figures are medians of per-repeat ratios, so that load from other
+processes drifting between repeats cancels out):
 
 1. ``auto``: the batch size ``inference.batch_size: auto`` picks on this machine (the
    component's own search on a 4,096-row sample under a 256 MiB activation cap, one torch
@@ -228,7 +229,7 @@ def per_row_rate(model: torch.nn.Module, rows: torch.Tensor) -> float:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=2_000_000)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--shards", type=int, default=2)
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
