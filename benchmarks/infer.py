@@ -276,7 +276,7 @@ def main(argv: list[str] | None = None) -> None:
     }
     print(f"rows {args.rows:,}  shards {args.shards}  batch (auto) {batch_size}")
     print(f"torch threads {torch.get_num_threads()}  cpus {os.cpu_count()}")
-    print(f"{'what':<34}{'rows/s (median)':>18}{'all repeats':>40}")
+    print(f"{'what':<34}{'rows/s (median)':>18}  all repeats")
     for label, values in (
         ("kfbatch infer, Parquet -> Parquet", e2e),
         ("pure forward (the faster of below)", forward),
@@ -285,7 +285,7 @@ def main(argv: list[str] | None = None) -> None:
         ("per-row calls (extrapolated)", per_row),
     ):
         runs = ", ".join(f"{v:,.0f}" for v in values)
-        print(f"{label:<34}{statistics.median(values):>18,.0f}{runs:>40}")
+        print(f"{label:<34}{statistics.median(values):>18,.0f}  {runs}")
     print(f"per-row time for {args.rows:,} rows: {args.rows / per_row_:.1f} s (extrapolated)")
     print("e2e / forward per repeat: " + ", ".join(f"{r:.3f}" for r in ratios))
     print("e2e / per-row per repeat: " + ", ".join(f"{r:.1f}" for r in speedups))
