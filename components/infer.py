@@ -19,6 +19,7 @@ model reuses it. CSV and JSON Lines rows that cannot be read are quarantined in
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import datetime as dt
 import hashlib
 import logging
@@ -59,6 +60,8 @@ log = logging.getLogger(__name__)
 CHUNK_ROWS = 32_768
 #: Rows of the data to score that auto batch sizing and the optimization check use.
 SAMPLE_ROWS = 4096
+#: glibc ``mallopt`` parameters (malloc.h).
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 _DONE = object()
 
 
@@ -135,6 +138,7 @@ def run(
         }
 
     device = _device(str(params.get("device", "auto")))
+    _keep_freed_memory()
     model = model.to(device)
     # Declared transforms (spec.prepare) build some input columns from others, which raw data
     # lacks: read every column then, and let the spec say what is missing.
@@ -256,6 +260,24 @@ def _committed(out_dir: str, shard: int, fingerprint: str) -> dict[str, Any] | N
         log.info("shard %d: committed output is for other inputs or damaged; redoing it", shard)
         return None
     return committed
+
+
+def _keep_freed_memory() -> None:
+    """Have glibc keep freed memory for reuse instead of handing it back to the OS at once.
+
+    Scoring frees and allocates the same large buffers every chunk (decoded Parquet,
+    features, activations). With glibc's adaptive thresholds the heap's free top went back
+    to the OS and the next chunk faulted it in again page by page: 25,000-55,000 page faults
+    per million rows, 3% of a shard's time with the inputs mapped (it leaves pure forward
+    passes alone). Fixed thresholds of 64 MiB (mmap) and 256 MiB (trim) keep the memory.
+    A process-wide setting, as is the torch thread count; no-op without glibc.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    libc.mallopt(_M_MMAP_THRESHOLD, 64 << 20)
+    libc.mallopt(_M_TRIM_THRESHOLD, 256 << 20)
 
 
 def _device(name: str) -> torch.device:

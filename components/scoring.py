@@ -147,14 +147,19 @@ class ScoringPlan:
 
         Parquet is read without pre-buffering (it grows memory through the file, PERF-NOTES)
         and on the calling thread only, so that decoding does not compete with the model's
-        threads. CSV and JSON Lines rows that cannot be read go to ``reject`` (None: dropped,
-        for reads that only sample).
+        threads; local files are memory-mapped rather than copied out of the page cache. CSV
+        and JSON Lines rows that cannot be read go to ``reject`` (None: dropped, for reads
+        that only sample).
         """
         if self.format in _TEXT_FORMATS:
             yield from self._read_text(units, columns, rows, reject or (lambda r: None))
             return
+        local = isinstance(self.fs, pafs.LocalFileSystem)
         for unit in units:
-            with pq.ParquetFile(unit.path, pre_buffer=False, filesystem=self.fs) as parquet:
+            # a local file is mapped: pages are decoded where the page cache holds them
+            with pq.ParquetFile(
+                unit.path, pre_buffer=False, filesystem=self.fs, memory_map=local
+            ) as parquet:
                 _check_columns(unit.path, parquet.schema_arrow.names, columns)
                 groups = None if unit.row_group is None else [unit.row_group]
                 batches = parquet.iter_batches(
