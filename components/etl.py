@@ -47,6 +47,7 @@ from components.extract import (
     REJECT_SCHEMA,
     Batch,
     Reject,
+    Rejects,
     SourceOptions,
     open_source,
     read_batches,
@@ -185,7 +186,11 @@ def run(
     strata = None
     if settings.stratify:
         strata = _stratify(fs, files, fmt, options, prepare, settings, source)
-    rejects = _Rejects(outputs.get("rejects"))
+    rejects_dir = outputs.get("rejects")
+    if rejects_dir:
+        os.makedirs(rejects_dir, exist_ok=True)
+    rejects_file = os.path.join(rejects_dir, REJECTS_FILE) if rejects_dir else None
+    rejects = Rejects(rejects_file, keep_empty=True)
     raw_checks = [c for c in checks if c.on == "raw"]
     profiles = {
         "raw": Profile(raw_checks, reference),
@@ -236,6 +241,15 @@ def run(
         repeated = id_hashes.repeated() if id_hashes is not None else 0
     finally:
         rejects.close()
+        if rejects_dir:
+            write_json(
+                os.path.join(rejects_dir, MANIFEST_FILE),
+                {
+                    "rows": rejects.count,
+                    "by_reason": rejects.by_reason,
+                    "schema": REJECT_SCHEMA.names,
+                },
+            )
         if id_hashes is not None:
             id_hashes.close()
     rows_in = rows + rejects.count
@@ -253,13 +267,7 @@ def run(
     }
     if outputs.get("quality"):
         write_report(outputs["quality"], report)
-    if rejects.count > settings.max_reject_fraction * rows_in:
-        first_reject = rejects.first
-        raise DataError(
-            f"{rejects.count} of {rows_in} rows ({rejects.count / rows_in:.2%}) could not be "
-            f"read, more than max_reject_fraction={settings.max_reject_fraction}; first: "
-            f"{first_reject}; fix the source or raise etl.max_reject_fraction (see rejects)"
-        )
+    rejects.refuse_above(rows_in, settings.max_reject_fraction)
     raise_for_errors(results)
     if (
         settings.id_column
@@ -326,7 +334,7 @@ def _prepared(
     batches: Iterator[Batch],
     prepare: Callable[[pa.RecordBatch], pa.RecordBatch],
     settings: _Settings,
-    rejects: _Rejects,
+    rejects: Rejects,
     raw_profile: Profile,
     raw_columns: list[str],
 ) -> Iterator[pa.RecordBatch]:
@@ -357,51 +365,6 @@ def _prepared(
                 data = data.filter(pa.array(~null))
         if data.num_rows:
             yield data
-
-
-class _Rejects:
-    """Collects rejected rows into ``rejects.parquet`` (buffered; written on close)."""
-
-    def __init__(self, directory: str | None) -> None:
-        self.count = 0
-        self.by_reason: dict[str, int] = {}
-        self.first: str | None = None
-        self._directory = directory
-        self._pending: list[Reject] = []
-        self._sink: ParquetSink | None = None
-        if directory is not None:
-            os.makedirs(directory, exist_ok=True)
-            self._sink = ParquetSink(os.path.join(directory, REJECTS_FILE), REJECT_SCHEMA)
-
-    def add(self, reject: Reject) -> None:
-        self.count += 1
-        kind = reject.reason.split(":")[0]
-        self.by_reason[kind] = self.by_reason.get(kind, 0) + 1
-        if self.first is None:
-            where = f"line {reject.line}" if reject.line else f"row {reject.row}"
-            self.first = f"{reject.source} {where}: {reject.reason}"
-        if self._sink is not None:
-            self._pending.append(reject)
-            if len(self._pending) >= 65_536:
-                self._flush()
-
-    def _flush(self) -> None:
-        if self._sink is None or not self._pending:
-            return
-        columns = {f.name: [getattr(r, f.name) for r in self._pending] for f in REJECT_SCHEMA}
-        self._sink.write(pa.RecordBatch.from_pydict(columns, schema=REJECT_SCHEMA))
-        self._pending.clear()
-
-    def close(self) -> None:
-        if self._sink is None or self._directory is None:
-            return
-        self._flush()
-        self._sink.close()
-        self._sink = None
-        write_json(
-            os.path.join(self._directory, MANIFEST_FILE),
-            {"rows": self.count, "by_reason": self.by_reason, "schema": REJECT_SCHEMA.names},
-        )
 
 
 def _reference(directory: str | None) -> dict[str, Any]:
@@ -601,7 +564,7 @@ def _stratify(
     transform: Callable[[pa.RecordBatch], pa.RecordBatch] = prepare
     if projection is not None:
         transform = functools.partial(prepare, strict=False)  # skip what needs other columns
-    rejects = _Rejects(None)
+    rejects = Rejects(None)
     batches = _prepared(
         read_batches(fs, files, fmt, options, rejects.add, columns=projection),
         transform,

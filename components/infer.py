@@ -37,12 +37,11 @@ from torch import nn
 
 from components.arrays import from_numpy, strings
 from components.errors import DataError, ParamError
-from components.extract import SourceOptions
+from components.extract import Rejects, SourceOptions
 from components.features import FeatureSpec
 from components.io import ParquetSink, read_json, read_manifest, sha256_file, write_json
 from components.model_artifact import load_model, scores_from_logits
 from components.scoring import (
-    Rejects,
     ScoringPlan,
     local_model,
     marker_path,
@@ -186,7 +185,11 @@ def run(
             f"rejected rows for {expected} rows; the input changed while it was scored: "
             "re-run inference"
         )
-    _check_rejects(rejects, expected, float(params.get("max_reject_fraction", 0.0)), path)
+    try:
+        rejects.refuse_above(expected, float(params.get("max_reject_fraction", 0.0)))
+    except DataError:
+        os.remove(path)  # a failed shard leaves its rejects to inspect, no predictions
+        raise
     write_json(
         marker_path(out_dir, shard),
         {
@@ -226,19 +229,6 @@ def _plan(scoring: str, shard: int, params: dict[str, Any]) -> ScoringPlan:
             f"(0..{shards - 1}); fan inference out over exactly {shards} shards"
         )
     return plan_scoring(scoring, shards, SourceOptions.from_params(params))
-
-
-def _check_rejects(rejects: Rejects, rows: int, max_fraction: float, path: str) -> None:
-    """Fail the shard (its predictions removed, its rejects kept) when more than
-    ``max_fraction`` of its ``rows`` could not be read."""
-    if rejects.count <= max_fraction * rows:
-        return
-    os.remove(path)
-    raise DataError(
-        f"{rejects.count} of {rows} rows ({rejects.count / rows:.2%}) to score could not be "
-        f"read, more than max_reject_fraction={max_fraction}; first: {rejects.first}; fix "
-        f"the data or raise etl.max_reject_fraction (see {rejects.path})"
-    )
 
 
 def _fingerprint(plan: ScoringPlan, shard: int, version: str, params: dict[str, Any]) -> str:

@@ -15,7 +15,7 @@ Parquet is read directly (column projection, no pre-buffering, on the calling th
 and JSON Lines go through :func:`components.extract.read_batches`, so they are parsed and
 cast as etl would (the id column as text), with the column types of the source's first
 file in every shard; rows that cannot be read go to a reject callback, which the infer
-step turns into ``_rejects-<k>.parquet`` (:class:`Rejects`).
+step turns into ``_rejects-<k>.parquet`` (:class:`components.extract.Rejects`).
 """
 
 from __future__ import annotations
@@ -37,11 +37,10 @@ import pyarrow.parquet as pq
 
 from components import extract
 from components.errors import DataError
-from components.extract import REJECT_SCHEMA, Reject, SourceOptions
-from components.io import MANIFEST_FILE, ParquetSink, read_manifest, scoring_shard_path
+from components.extract import Reject, SourceOptions
+from components.io import MANIFEST_FILE, read_manifest, scoring_shard_path
 
 __all__ = [
-    "Rejects",
     "ScoringPlan",
     "Unit",
     "local_model",
@@ -199,58 +198,6 @@ class ScoringPlan:
         sample = next(batches, None)
         batches.close()
         return first, None if sample is None else sample.data.schema
-
-
-class Rejects:
-    """A shard's rows that could not be read, quarantined in ``_rejects-<k>.parquet``
-    (:data:`components.extract.REJECT_SCHEMA`: file, line or row, reason, record).
-
-    Rows are buffered and written on :meth:`close`; with none, no file is left (a stale
-    one from an earlier attempt is removed).
-    """
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.count = 0
-        self.first: str | None = None
-        self._pending: list[Reject] = []
-        self._sink: ParquetSink | None = None
-
-    def add(self, reject: Reject) -> None:
-        """Quarantine one row."""
-        self.count += 1
-        if self.first is None:
-            where = f"line {reject.line}" if reject.line else f"row {reject.row}"
-            self.first = f"{reject.source} {where}: {reject.reason}"
-        self._pending.append(reject)
-        if len(self._pending) >= 65_536:
-            self._flush()
-
-    def _flush(self) -> None:
-        if not self._pending:
-            return
-        if self._sink is None:
-            self._sink = ParquetSink(self.path, REJECT_SCHEMA)
-        columns = {f.name: [getattr(r, f.name) for r in self._pending] for f in REJECT_SCHEMA}
-        self._sink.write(pa.RecordBatch.from_pydict(columns, schema=REJECT_SCHEMA))
-        self._pending.clear()
-
-    def close(self) -> None:
-        """Write the quarantined rows, or remove a stale file when there are none."""
-        self._flush()
-        if self._sink is not None:
-            self._sink.close()
-        elif os.path.exists(self.path):
-            os.remove(self.path)
-
-    def __enter__(self) -> Rejects:
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
-        if kind is None:
-            self.close()
-        elif self._sink is not None:
-            self._sink.abort()
 
 
 def part_path(directory: str, shard: int) -> str:

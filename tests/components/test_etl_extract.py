@@ -175,7 +175,7 @@ def test_too_many_rejects_fail_with_the_first_reason(tmp_path: Path) -> None:
     assert str(error.value) == (
         "2 of 20 rows (10.00%) could not be read, more than max_reject_fraction=0.05; first: "
         f"{source} row 3: column 'amount': cannot parse 'x' as double; fix the source or "
-        "raise etl.max_reject_fraction (see rejects)"
+        f"raise etl.max_reject_fraction (see {tmp_path / 'out' / 'rejects' / 'rejects.parquet'})"
     )
     assert not (tmp_path / "out" / "dataset" / "_manifest.json").exists()
     assert len(_rejects(tmp_path / "out")) == 2

@@ -269,9 +269,9 @@ def test_too_many_unreadable_rows_fail_the_shard(
             {"predictions": str(out)},
         )
     assert str(error.value) == (
-        f"2 of {half} rows ({2 / half:.2%}) to score could not be read, more than "
+        f"2 of {half} rows ({2 / half:.2%}) could not be read, more than "
         f"max_reject_fraction=0.0; first: {damaged / 'a.csv'} line 4: expected "
-        f"{rows.num_columns} fields, found {rows.num_columns + 1}; fix the data or raise "
+        f"{rows.num_columns} fields, found {rows.num_columns + 1}; fix the source or raise "
         f"etl.max_reject_fraction (see {out / '_rejects-00000.parquet'})"
     )
     assert not (out / "part-00000.parquet").exists() and not (out / "_shard-00000.json").exists()
