@@ -200,7 +200,7 @@ class FeatureSpec:
                 out[:, j + 1] = np.nan_to_num(np.cos(angle))
                 j += 2
             days = _epoch_days(column)
-            values = _float_values(days, ts.days_mean, ts.name)
+            values = np.where(np.isfinite(days), days, ts.days_mean)
             out[:, j] = (values - ts.days_mean) / ts.days_std
             j += 1
         return out
@@ -401,7 +401,8 @@ class FeatureSpecAccumulator:
         for name, moments in self._numeric.items():
             moments.update(_finite(batch.column(name)))
         for name, moments in self._days.items():
-            moments.update(_finite(_epoch_days(_as_timestamp(batch.column(name), name))))
+            days = _epoch_days(_as_timestamp(batch.column(name), name))
+            moments.update(days[np.isfinite(days)])
         for name, counts in self._counts.items():
             value_counts = pc.value_counts(_as_string(batch.column(name)))
             values = value_counts.field("values").to_pylist()
@@ -516,9 +517,10 @@ def _as_timestamp(column: pa.Array, name: str) -> pa.Array:
     return column
 
 
-def _epoch_days(column: pa.Array) -> pa.Array:
+def _epoch_days(column: pa.Array) -> np.ndarray:
+    """Days since the Unix epoch as float64, NaN where null."""
     seconds = pc.cast(column, pa.timestamp("s", tz=column.type.tz), safe=False)
-    return pc.divide(pc.cast(seconds, pa.int64()).cast(pa.float64()), SECONDS_PER_DAY)
+    return numbers(pc.cast(seconds, pa.int64())) / SECONDS_PER_DAY
 
 
 def _scale_into(
@@ -554,7 +556,7 @@ def _scale_into(
 def _float_values(column: pa.Array, fill: float, name: str) -> np.ndarray:
     """float64 values with nulls and non-finite values replaced by ``fill``."""
     try:
-        x = pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False)
+        x = numbers(pc.cast(column, pa.float64()))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
         raise DataError(
             f"numeric column {name!r} holds {column.type} values that are not numbers ({e}); "
