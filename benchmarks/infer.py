@@ -50,9 +50,9 @@ import pyarrow.parquet as pq
 import torch
 
 from components import infer
-from components.features import FeatureSpec, NumericColumn
+from components.data.features import FeatureSpec, NumericColumn
 from components.model_artifact import load_model, save_model
-from components.serving import choose_batch_size
+from components.scoring.batching import choose_batch_size
 
 FEATURES = 64
 MODEL = {"_target_": "components.models.MLP", "hidden": [256, 256, 256], "output_dim": 2}

@@ -40,55 +40,46 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
 from components import datagen, etl, train
-from components.features import load_feature_spec
-from components.io import iter_batches, split_parts
+from components.data.features import load_feature_spec
+from components.data.labels import fit_target
+from components.io.files import iter_batches, split_parts
 from components.models import build_model
-from components.target import fit_target
+from pipelines.builder import build_dag
+from pipelines.config.compose import compose_config
 
-MODEL = {"_target_": "components.models.MLP", "hidden": [256, 256, 256], "dropout": 0.0}
 THREADS = 2
-DEFAULTS = Path(__file__).resolve().parents[1] / "configs" / "trainer" / "default.yaml"
+#: The demo config as the benchmark trains it: one scoring shard, an 80/10/10 split, an MLP
+#: 256x3 on THREADS threads, no checkpoints unless asked.
+BASE = (
+    "seed=1",
+    "inference.shards=1",
+    "data.batch_rows=65536",
+    "data.split.train=0.8",
+    "data.split.validation=0.1",
+    "data.split.test=0.1",
+    "model.hidden=[256,256,256]",
+    "model.dropout=0.0",
+    f"resources.steps.train.cpu={THREADS}",
+    "trainer.checkpoint.dir=null",
+)
+
+
+def _params(step: str, *overrides: str) -> dict[str, Any]:
+    """The params the DAG gives ``step`` under the benchmark's config and ``overrides``."""
+    return dict(build_dag(compose_config((*BASE, *overrides)).config).node(step).params)
 
 
 def _prepare(root: Path, rows: int) -> dict[str, str]:
-    datagen.run({}, {"kind": "synthetic", "rows": rows, "seed": 1}, {"raw": str(root / "raw")})
-    params = {
-        "format": "csv",
-        "id_column": "customer_id",
-        "target": "churned",
-        "split": {"train": 0.8, "validation": 0.1, "test": 0.1},
-        "shards": 1,
-        "seed": 1,
-        "features": {
-            "numeric": None,
-            "categorical": None,
-            "timestamp": None,
-            "drop": [],
-            "max_categories": 20,
-        },
-        "csv": {"delimiter": ","},
-        "batch_rows": 65_536,
-    }
+    datagen.run({}, _params("datagen", f"data.rows={rows}"), {"raw": str(root / "raw")})
     outputs = {n: str(root / n) for n in ("dataset", "feature_spec", "scoring")}
-    etl.run({"source": str(root / "raw")}, params, outputs)
+    etl.run({"source": str(root / "raw")}, _params("etl"), outputs)
     return {"dataset": outputs["dataset"], "feature_spec": outputs["feature_spec"]}
 
 
-def _trainer(epochs: int, batch_size: int, **extra: Any) -> dict[str, Any]:
-    return {
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "lr": 1e-3,
-        "weight_decay": 1e-4,
-        "optimizer": "adamw",
-        "seed": 0,
-        "threads": THREADS,
-        "checkpoint": {"dir": None},
-        **extra,
-    }
+def _trainer(epochs: int, batch_size: int, *overrides: str) -> tuple[str, ...]:
+    return (f"trainer.epochs={epochs}", f"trainer.batch_size={batch_size}", *overrides)
 
 
 def plain_loop(inputs: dict[str, str], epochs: int, batch_size: int) -> float:
@@ -106,7 +97,7 @@ def plain_loop(inputs: dict[str, str], epochs: int, batch_size: int) -> float:
     torch.set_num_threads(THREADS)
     try:
         torch.manual_seed(0)
-        model = build_model(MODEL, x.shape[1])
+        model = build_model(_params("train")["model"], x.shape[1])
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
         loss_fn = torch.nn.BCEWithLogitsLoss()
         generator = torch.Generator().manual_seed(0)
@@ -126,10 +117,9 @@ def plain_loop(inputs: dict[str, str], epochs: int, batch_size: int) -> float:
     return len(y) * epochs / seconds
 
 
-def kfbatch_run(inputs: dict[str, str], trainer: dict[str, Any], out: Path) -> dict[str, Any]:
-    """One ``components.train.run``; its metrics."""
-    params = {"model": MODEL, "trainer": trainer, "target": "churned", "task": "binary"}
-    return train.run(inputs, params, {"model": str(out)})
+def kfbatch_run(inputs: dict[str, str], trainer: tuple[str, ...], out: Path) -> dict[str, Any]:
+    """One ``components.train.run`` under the ``trainer.*`` overrides; its metrics."""
+    return train.run(inputs, _params("train", *trainer), {"model": str(out)})
 
 
 def main() -> None:
@@ -143,7 +133,7 @@ def main() -> None:
     if args.quick:
         args.rows, args.repeats = 60_000, 1
     logging.basicConfig(level=logging.WARNING)
-    every = yaml.safe_load(DEFAULTS.read_text())["checkpoint"]["every_n_steps"]
+    every = compose_config(BASE).config.trainer.checkpoint.every_n_steps
     results: dict[str, list[float]] = {
         k: [] for k in ("plain", "kfbatch", "ratio", "checkpoint", "overhead", "one", "two", "ddp")
     }
@@ -166,15 +156,15 @@ def main() -> None:
                 results[name].append(call())
             results["ratio"].append(results["kfbatch"][-1] / results["plain"][-1])
             checkpointed = _trainer(
-                args.epochs,
-                args.batch_size,
-                checkpoint={"dir": str(root / "ck"), "every_n_steps": every, "keep": 3},
+                args.epochs, args.batch_size, f"trainer.checkpoint.dir='{root / 'ck'}'"
             )
             metrics = kfbatch_run(inputs, checkpointed, root / "c")
             results["checkpoint"].append(metrics["checkpoint_seconds"])
             results["overhead"].append(metrics["checkpoint_seconds"] / metrics["train_seconds"])
             one = kfbatch_run(inputs, _trainer(1, args.batch_size), root / "one")
-            two = kfbatch_run(inputs, _trainer(1, args.batch_size, procs_per_node=2), root / "two")
+            two = kfbatch_run(
+                inputs, _trainer(1, args.batch_size, "trainer.procs_per_node=2"), root / "two"
+            )
             results["one"].append(one["samples_per_s"])
             results["two"].append(two["samples_per_s"])
             results["ddp"].append(two["samples_per_s"] / one["samples_per_s"])

@@ -20,9 +20,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from components.binding import bind_target
 from components.errors import DataError
-from components.io import (
-    MANIFEST_FILE,
+from components.io.files import (
     ParquetSink,
     iter_batches,
     read_manifest,
@@ -30,7 +30,8 @@ from components.io import (
     sha256_file,
     write_json,
 )
-from components.targets import bind_target
+from components.names import MANIFEST_FILE
+from components.params import BatchMapParams, fan_out_item
 
 __all__ = ["merge", "run"]
 
@@ -51,18 +52,19 @@ def run(
     Returns:
         ``rows_in``, ``rows_out`` and ``seconds``.
     """
-    shard = int(params["shard"])
-    function = _function(params.get("function") or {})
+    typed = BatchMapParams.parse(params)
+    shard = int(fan_out_item(typed, "shard"))
+    function = _function(typed.function)
     source = scoring_shard_path(str(inputs["scoring"]), shard)
     read_manifest(str(inputs["scoring"]))  # the etl step finished
-    columns = params.get("columns") or pq.read_schema(source).names
+    columns = typed.columns or pq.read_schema(source).names
     out_dir = outputs["mapped"]
     os.makedirs(out_dir, exist_ok=True)
     start = time.perf_counter()
     rows_in = rows_out = 0
     sink: ParquetSink | None = None
     try:
-        for batch in iter_batches(source, list(columns), int(params.get("batch_rows", 8192))):
+        for batch in iter_batches(source, list(columns), typed.batch_rows):
             rows_in += batch.num_rows
             result = function(batch)
             if isinstance(result, pa.Table):
@@ -70,7 +72,7 @@ def run(
                 result = pa.RecordBatch.from_arrays(result.columns, schema=result.schema)
             if not isinstance(result, pa.RecordBatch):
                 raise DataError(
-                    f"batch_map function {params['function']['_target_']} returned "
+                    f"batch_map function {typed.function['_target_']} returned "
                     f"{type(result).__name__}; expected a pyarrow.RecordBatch"
                 )
             if sink is None:

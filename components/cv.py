@@ -8,15 +8,15 @@ import statistics
 from typing import Any
 
 from components.errors import DataError
-from components.io import read_json, write_json
-from components.model_artifact import MODEL_META_FILE
-from components.plots import bar_chart
+from components.evaluation.plots import bar_chart
+from components.io.files import read_json, write_json
+from components.names import CV_FILE, MODEL_META_FILE
+from components.params import CvAggregateParams
 
-__all__ = ["CV_FILE", "CV_PLOT", "run"]
+__all__ = ["CV_PLOT", "run"]
 
 log = logging.getLogger(__name__)
 
-CV_FILE = "cv.json"
 CV_PLOT = "cv.png"
 
 
@@ -43,7 +43,7 @@ def run(
             raise DataError(f"{directory} is not a cross-validation fold model (no variant.fold)")
         folds.append({"fold": int(fold), **_scalars(meta["metrics"])})
     folds.sort(key=lambda f: f["fold"])
-    expected = int(params.get("folds", len(folds)))
+    expected = CvAggregateParams.parse(params).folds
     if [f["fold"] for f in folds] != list(range(expected)):
         raise DataError(
             f"expected the models of folds 0..{expected - 1}, got folds "

@@ -18,7 +18,8 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from components.errors import ParamError
-from components.io import atomic_path
+from components.io.files import atomic_path
+from components.params import DatagenParams
 
 __all__ = ["run"]
 
@@ -62,17 +63,18 @@ def run(
     out_dir = outputs["raw"]
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, DATA_FILE)
-    kind = params.get("kind", "synthetic")
+    typed = DatagenParams.parse(params)
+    kind = typed.kind
     if kind == "synthetic":
-        rows = _write_synthetic(path, rows=int(params["rows"]), seed=int(params["seed"]))
+        rows = _write_synthetic(path, rows=typed.rows, seed=typed.seed)
     elif kind == "sklearn":
-        rows = _write_sklearn(path, dataset=params.get("dataset") or "breast_cancer")
+        rows = _write_sklearn(path, dataset=typed.dataset)
     elif kind == "signals":
         # Signals are list columns, which CSV cannot hold: Parquet (etl reads either).
         from components.examples.signals import generate
 
         path = os.path.join(out_dir, SIGNALS_FILE)
-        table = generate(int(params["rows"]), seed=int(params["seed"]))
+        table = generate(typed.rows, seed=typed.seed)
         with atomic_path(path) as tmp:
             pq.write_table(table, tmp)
         rows = table.num_rows

@@ -1,15 +1,15 @@
 """ETL: stream source rows into train/validation/test splits and sharded scoring Parquet files.
 
 One pass over the source (two with ``split.stratify``; CSV, JSON Lines or Parquet; local,
-glob or object store, see :mod:`components.extract`): rows that cannot be read go to the
+glob or object store, see :mod:`components.data.extract`): rows that cannot be read go to the
 ``rejects`` output with their file, line or row and reason; the declared row-level transforms
-(:mod:`components.prepare`) run on every batch; quality statistics (:mod:`components.quality`)
-are gathered on the raw and the prepared rows; each prepared batch is split by a keyed hash
-of the row id (so a row keeps its split and shard when rows are appended or files
-reordered), written to one buffered Parquet writer per output file, and fed to the
-feature-spec accumulator when it belongs to the train split. Manifests are written last and
-mark the outputs complete; a failed quality ``error`` check or too many rejects leave them
-unwritten.
+(:mod:`components.data.prepare`) run on every batch; quality statistics
+(:mod:`components.data.quality`) are gathered on the raw and the prepared rows; each prepared
+batch is split by a keyed hash of the row id (so a row keeps its split and shard when rows
+are appended or files reordered), written to one buffered Parquet writer per output file,
+and fed to the feature-spec accumulator when it belongs to the train split. Manifests are
+written last and mark the outputs complete; a failed quality ``error`` check or too many
+rejects leave them unwritten.
 
 The splits (``dataset``) and the scoring shards (``scoring``) are separate outputs, and
 nothing in ``dataset`` depends on the shard count: changing only ``shards`` leaves it
@@ -42,8 +42,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
-from components.errors import DataError, ParamError
-from components.extract import (
+from components.data.extract import (
     REJECT_SCHEMA,
     Batch,
     Reject,
@@ -52,17 +51,9 @@ from components.extract import (
     open_source,
     read_batches,
 )
-from components.features import FEATURE_SPEC_FILE, FeatureSpecAccumulator, load_feature_spec
-from components.io import (
-    MANIFEST_FILE,
-    SPLITS,
-    ParquetSink,
-    scoring_shard_path,
-    sha256_file,
-    write_json,
-)
-from components.prepare import Prepare
-from components.quality import (
+from components.data.features import FeatureSpecAccumulator, load_feature_spec
+from components.data.prepare import Prepare
+from components.data.quality import (
     Profile,
     evaluate,
     parse_checks,
@@ -70,6 +61,10 @@ from components.quality import (
     reference_of,
     write_report,
 )
+from components.errors import DataError
+from components.io.files import ParquetSink, scoring_shard_path, sha256_file, write_json
+from components.names import FEATURE_SPEC_FILE, MANIFEST_FILE, REJECTS_FILE, SPLITS
+from components.params import EtlParams, FeaturesParams
 
 __all__ = ["run"]
 
@@ -80,7 +75,6 @@ log = logging.getLogger(__name__)
 # row groups of the dataset do not depend on the shard count.
 PENDING_ROWS_BUDGET = 1_000_000
 PROGRESS_ROWS = 1_000_000
-REJECTS_FILE = "rejects.parquet"
 ID_BUCKET_BITS = 8
 ID_BUCKETS = 1 << ID_BUCKET_BITS  # spill files of id hashes for the uniqueness check
 STRATA_BITS = 16
@@ -90,53 +84,33 @@ MAX_CLASSES = 128  # bounds the stratify histograms to 128 x 2^16 x 8 bytes = 64
 
 @dataclass(frozen=True)
 class _Settings:
+    """The etl params in the shape the phases use."""
+
     id_column: str | None
     target: str
     fractions: tuple[float, float, float]
     shards: int
     seed: int
-    features: dict[str, Any]
+    features: FeaturesParams
     drop_nulls: tuple[str, ...]
     sample_rows: int | None
     max_reject_fraction: float
     stratify: bool
 
     @classmethod
-    def from_params(cls, params: dict[str, Any]) -> _Settings:
-        split = dict(params.get("split", {"train": 0.8, "validation": 0.1, "test": 0.1}))
-        stratify = bool(split.pop("stratify", False))
-        unknown = sorted(set(split) - set(SPLITS))
-        if unknown:
-            raise ParamError(
-                f"split has unknown keys {unknown}; expected only {[*SPLITS, 'stratify']}"
-            )
-        train, validation, test = (float(split.get(name, 0.0)) for name in SPLITS)
-        fractions = (train, validation, test)
-        if min(fractions) < 0 or abs(sum(fractions) - 1.0) > 1e-6 or fractions[0] <= 0:
-            raise ParamError(
-                f"split fractions {dict(zip(SPLITS, fractions, strict=True))} are invalid; "
-                "expected non-negative fractions summing to 1 with train > 0"
-            )
-        shards = int(params.get("shards", 1))
-        if shards < 1:
-            raise ParamError(f"shards={shards} is invalid; expected at least 1 scoring shard")
-        features = dict(params.get("features") or {})
-        if not params.get("target"):
-            raise ParamError("etl params have no target; set target to the label column's name")
-        fraction = float(params.get("max_reject_fraction", 0.0))
-        if not 0.0 <= fraction <= 1.0:
-            raise ParamError(f"max_reject_fraction={fraction} is invalid; expected 0..1")
+    def of(cls, params: EtlParams) -> _Settings:
+        split = params.split
         return cls(
-            id_column=params.get("id_column"),
-            target=params["target"],
-            fractions=fractions,
-            shards=shards,
-            seed=int(params.get("seed", 0)),
-            features=features,
-            drop_nulls=tuple(features.get("drop_nulls") or ()),
-            sample_rows=_positive_or_none(params.get("sample_rows"), "sample_rows"),
-            max_reject_fraction=fraction,
-            stratify=stratify,
+            id_column=params.id_column,
+            target=params.target,
+            fractions=(split.train, split.validation, split.test),
+            shards=params.shards,
+            seed=params.seed,
+            features=params.features,
+            drop_nulls=tuple(params.features.drop_nulls),
+            sample_rows=params.sample_rows,
+            max_reject_fraction=params.max_reject_fraction,
+            stratify=split.stratify,
         )
 
 
@@ -166,12 +140,12 @@ def run(
         Row counts (in, out, rejected, per split), failed/warned checks, ``seconds`` and
         ``rows_per_s``.
     """
-    settings = _Settings.from_params(params)
-    options = SourceOptions.from_params(params)
-    quality_params = dict(params.get("quality") or {})
-    checks = parse_checks(quality_params.get("checks"))
-    reference = _reference(quality_params.get("reference"))
-    prepare = Prepare.from_dict(settings.features)
+    typed = EtlParams.parse(params)
+    settings = _Settings.of(typed)
+    options = SourceOptions.of(typed.source, id_column=typed.id_column)
+    checks = parse_checks(typed.quality.checks)
+    reference = _reference(typed.quality.reference)
+    prepare = Prepare.from_dict(typed.features.to_dict())
     source = inputs["source"]
     if not isinstance(source, str):
         raise DataError(f"etl source must be one path or URI, got a list: {source}")
@@ -219,12 +193,12 @@ def run(
             schema,
             id_column=settings.id_column,
             target=settings.target,
-            numeric=settings.features.get("numeric"),
-            categorical=settings.features.get("categorical"),
-            timestamp=settings.features.get("timestamp"),
-            max_categories=int(settings.features.get("max_categories", 50)),
-            scaling=settings.features.get("scaling") or "standard",
-            encoding=settings.features.get("encoding") or "onehot",
+            numeric=settings.features.numeric,
+            categorical=settings.features.categorical,
+            timestamp=settings.features.timestamp,
+            max_categories=settings.features.max_categories,
+            scaling=settings.features.scaling,
+            encoding=settings.features.encoding,
             prepare=prepare.to_dict() if not prepare.empty else None,
         )
         rows, split_rows, shard_rows = _write_outputs(
@@ -469,14 +443,6 @@ def _first_rows(batches: Iterator[pa.RecordBatch], limit: int) -> Iterator[pa.Re
             return
         limit -= batch.num_rows
         yield batch
-
-
-def _positive_or_none(value: Any, name: str) -> int | None:
-    if value is None:
-        return None
-    if int(value) < 1:
-        raise ParamError(f"{name}={value} is invalid; expected a row count >= 1 or null")
-    return int(value)
 
 
 def _output_schema(source_schema: pa.Schema, settings: _Settings, source: str) -> pa.Schema:

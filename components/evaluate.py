@@ -18,17 +18,17 @@ import numpy as np
 import torch
 from sklearn import metrics as skm
 
+from components.data.labels import Target
 from components.errors import DataError, ParamError, PermanentError
-from components.io import atomic_path, iter_batches, read_json, split_parts, write_json
-from components.model_artifact import MODEL_META_FILE, load_model, scores_from_logits
-from components.target import Target
+from components.io.files import atomic_path, iter_batches, read_json, split_parts, write_json
+from components.model_artifact import load_model, scores_from_logits
+from components.names import GATE_FILE, METRICS_FILE, MODEL_META_FILE
+from components.params import EvaluateParams, GateParams
 
-__all__ = ["GATE_FILE", "METRICS_FILE", "GateClosed", "gate", "roc_curve", "run"]
+__all__ = ["GateClosed", "gate", "roc_curve", "run"]
 
 log = logging.getLogger(__name__)
 
-METRICS_FILE = "metrics.json"
-GATE_FILE = "gate.json"
 READ_BATCH_ROWS = 65_536
 ROC_POINTS = 200  # enough for a smooth curve in the Kubeflow UI, small in metrics.json
 
@@ -51,8 +51,8 @@ def run(
         The task's scalar metrics and the row count (binary: also the confusion cells
         tn, fp, fn, tp and the positive rates).
     """
-    split = params.get("split", "test")
-    threshold = float(params.get("threshold", 0.5))
+    typed = EvaluateParams.parse(params)
+    split, threshold = typed.split, typed.threshold
     dataset_dir = str(inputs["dataset"])
     model, spec, meta = load_model(str(inputs["model"]))
     target = Target(meta["task"], str(meta.get("target") or spec.target), tuple(meta["classes"]))
@@ -186,7 +186,8 @@ def gate(
     evaluation = read_json(
         os.path.join(str(inputs["evaluation"]), METRICS_FILE), what="the evaluate step"
     )
-    metric = str(params["metric"])
+    typed = GateParams.parse(params)
+    metric = typed.metric
     value = evaluation.get(metric)
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         known = sorted(
@@ -196,7 +197,7 @@ def gate(
             f"evaluate.gate.metric {metric!r} is not a metric of this evaluation; expected one "
             f"of {known}"
         )
-    low, high = params.get("min"), params.get("max")
+    low, high = typed.min, typed.max
     reasons = []
     if low is not None and value < float(low):
         reasons.append(f"below the minimum {low}")
@@ -214,7 +215,7 @@ def gate(
             "inference does not run. Improve the model or change evaluate.gate"
         )
         log.error("%s", message)
-        if params.get("raise_when_closed", True):
+        if typed.raise_when_closed:
             raise GateClosed(message)
     return {"passed": int(passed), metric: float(value)}
 

@@ -35,13 +35,15 @@ import pyarrow as pa
 import torch
 from torch import nn
 
-from components.arrays import from_numpy, strings
+from components.data.extract import Rejects, source_options
+from components.data.features import FeatureSpec
 from components.errors import DataError, ParamError
-from components.extract import Rejects, SourceOptions
-from components.features import FeatureSpec
-from components.io import ParquetSink, read_json, read_manifest, sha256_file, write_json
+from components.io.arrays import from_numpy, strings
+from components.io.files import ParquetSink, read_json, sha256_file, write_json
 from components.model_artifact import load_model, scores_from_logits
-from components.scoring import (
+from components.params import InferParams, fan_out_item
+from components.scoring.batching import choose_batch_size, optimize_model
+from components.scoring.plan import (
     ScoringPlan,
     local_model,
     marker_path,
@@ -49,7 +51,6 @@ from components.scoring import (
     plan_scoring,
     rejects_path,
 )
-from components.serving import choose_batch_size, optimize_model
 
 __all__ = ["predictions_schema", "run"]
 
@@ -100,7 +101,7 @@ def run(
             (auto's cap on one batch's activations); ``threshold`` (binary label cut);
             ``id_column``, ``format``, ``csv``, ``columns``, ``storage_options`` and
             ``batch_rows`` (external data, read as etl reads its source: see
-            :meth:`components.extract.SourceOptions.from_params`); ``max_reject_fraction``
+            :meth:`components.data.extract.SourceOptions.of`); ``max_reject_fraction``
             (of a shard's CSV/JSON Lines rows that may be unreadable); ``run_id``;
             ``threads`` (torch threads); ``device`` (``auto``, ``cpu`` or ``cuda``);
             ``optimize`` (list) and ``tolerance`` (largest score change the optimization
@@ -112,19 +113,18 @@ def run(
         when an already committed shard was kept) and the optimization metrics.
     """
     start = time.perf_counter()
+    typed = InferParams.parse(params)
     scoring = str(inputs["scoring"])
-    shard = int(params["shard"])
-    if params.get("threads"):
-        torch.set_num_threads(int(params["threads"]))
-    plan = _plan(scoring, shard, params)
-    storage_options = dict(params.get("storage_options") or {})
-    with local_model(str(inputs["model"]), storage_options) as model_dir:
+    shard = int(fan_out_item(typed, "shard"))
+    torch.set_num_threads(typed.threads)
+    plan = _plan(scoring, shard, typed)
+    with local_model(str(inputs["model"]), typed.storage_options) as model_dir:
         model, spec, meta = load_model(model_dir)
     task = str(meta.get("task", "binary"))
     classes = [str(c) for c in meta.get("classes", ["0", "1"])]
     out_dir = outputs["predictions"]
     os.makedirs(out_dir, exist_ok=True)
-    fingerprint = _fingerprint(plan, shard, meta["version"], params)
+    fingerprint = _fingerprint(plan, shard, meta["version"], typed)
     committed = _committed(out_dir, shard, fingerprint)
     if committed is not None:
         log.info("shard %d: already committed (%d rows); reusing it", shard, committed["rows"])
@@ -136,14 +136,13 @@ def run(
             "reused": 1,
         }
 
-    device = _device(str(params.get("device", "auto")))
+    device = _device(typed.device)
     _keep_freed_memory()
     model = model.to(device)
     # Declared transforms (spec.prepare) build some input columns from others, which raw data
     # lacks: read every column then, and let the spec say what is missing.
     columns = None if spec.prepare else list(dict.fromkeys([plan.id_column, *spec.input_columns]))
-    methods = list(params.get("optimize") or ())
-    batch_size = params.get("batch_size", 4096)
+    methods, batch_size = typed.optimize, typed.batch_size
     if batch_size != "auto" and (not isinstance(batch_size, int) or batch_size < 1):
         raise ParamError(
             f"batch_size {batch_size!r} is not a row count >= 1 or 'auto'; set "
@@ -153,10 +152,10 @@ def run(
     if methods or batch_size == "auto":  # both measure on a sample of the shard
         sample = _sample(plan, shard, columns, spec, device)
         model, metrics = optimize_model(
-            model, methods, sample, task=task, tolerance=float(params.get("tolerance", 0.01))
+            model, methods, sample, task=task, tolerance=typed.tolerance
         )
         if batch_size == "auto":
-            cap = float(params.get("memory_cap_mb", 256)) * 2**20
+            cap = typed.memory_cap_mb * 2**20
             # an empty shard has nothing to measure and nothing to score
             batch_size = (
                 choose_batch_size(model, sample, memory_cap_bytes=cap)[0] if len(sample) else 1
@@ -164,8 +163,8 @@ def run(
 
     id_type = _id_type(plan, plan.id_column)
     schema = predictions_schema(plan.id_column, id_type, task, len(classes))
-    constants = _Constants(schema, meta["version"], str(params.get("run_id", "")), classes)
-    scorer = _Scorer(model, task, float(params.get("threshold", 0.5)), batch_size, device)
+    constants = _Constants(schema, meta["version"], typed.run_id, classes)
+    scorer = _Scorer(model, task, typed.threshold, batch_size, device)
     path = part_path(out_dir, shard)
     rejects = Rejects(rejects_path(out_dir, shard))
     chunks = plan.read(plan.shards[shard], columns, max(CHUNK_ROWS, batch_size), rejects.add)
@@ -186,7 +185,7 @@ def run(
             "re-run inference"
         )
     try:
-        rejects.refuse_above(expected, float(params.get("max_reject_fraction", 0.0)))
+        rejects.refuse_above(expected, typed.max_reject_fraction)
     except DataError:
         os.remove(path)  # a failed shard leaves its rejects to inspect, no predictions
         raise
@@ -218,24 +217,21 @@ def run(
     }
 
 
-def _plan(scoring: str, shard: int, params: dict[str, Any]) -> ScoringPlan:
-    shards = params.get("shards")
-    if shards is None:  # an etl scoring set knows its width
-        shards = len(read_manifest(scoring)["shards"])
-    shards = int(shards)
+def _plan(scoring: str, shard: int, params: InferParams) -> ScoringPlan:
+    shards = params.shards
     if not 0 <= shard < shards:
         raise DataError(
             f"shard {shard} is out of range: scoring set {scoring} has {shards} shards "
             f"(0..{shards - 1}); fan inference out over exactly {shards} shards"
         )
-    return plan_scoring(scoring, shards, SourceOptions.from_params(params))
+    return plan_scoring(scoring, shards, source_options(params.source, params.id_column))
 
 
-def _fingerprint(plan: ScoringPlan, shard: int, version: str, params: dict[str, Any]) -> str:
+def _fingerprint(plan: ScoringPlan, shard: int, version: str, params: InferParams) -> str:
     """What a committed shard must match to be reused: inputs, model and the settings that
     change predictions or accept them (not the batch size, run id or threads)."""
     keys = ("threshold", "optimize", "tolerance", "max_reject_fraction")
-    settings = {k: params.get(k) for k in keys}
+    settings = {k: getattr(params, k) for k in keys}
     text = f"{plan.fingerprint(shard)}|{version}|{sorted(settings.items())!r}"
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -318,7 +314,7 @@ def _features(spec: FeatureSpec, batch: pa.RecordBatch, device: torch.device) ->
 class _Constants:
     """Builds output record batches: the constant columns are slices of arrays made once.
 
-    Arrays are made from numpy buffers (:mod:`components.arrays`), so that scoring never
+    Arrays are made from numpy buffers (:mod:`components.io.arrays`), so that scoring never
     imports pandas.
     """
 

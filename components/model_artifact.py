@@ -19,15 +19,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from components.data.features import FeatureSpec
 from components.errors import DataError
-from components.features import FEATURE_SPEC_FILE, FeatureSpec
-from components.io import atomic_path, read_json, write_json
+from components.io.files import atomic_path, read_json, write_json
 from components.models import build_model
+from components.names import FEATURE_SPEC_FILE, MODEL_META_FILE, MODEL_WEIGHTS_FILE
 
 __all__ = [
     "HISTORY_FILE",
-    "MODEL_META_FILE",
-    "MODEL_WEIGHTS_FILE",
     "load_model",
     "save_model",
     "scores_from_logits",
@@ -35,8 +34,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-MODEL_WEIGHTS_FILE = "model.pt"
-MODEL_META_FILE = "model.json"
 HISTORY_FILE = "history.json"
 FORMAT_VERSION = 2
 
@@ -55,7 +52,7 @@ def save_model(
     """Write the model artifact into ``directory`` (``model.json`` last); return its metadata.
 
     The version is the first 16 hex digits of the sha256 of ``model.pt``, so equal weights
-    give equal versions. ``target`` is :meth:`components.target.Target.to_dict` (binary on
+    give equal versions. ``target`` is :meth:`components.data.labels.Target.to_dict` (binary on
     the spec's target when absent); ``extra`` adds keys such as the config hash.
     """
     target = target or {"task": "binary", "column": spec.target, "classes": ["0", "1"]}

@@ -23,11 +23,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from components.data.extract import source_options
 from components.errors import DataError, ParamError
-from components.extract import SourceOptions
-from components.io import MANIFEST_FILE, atomic_path, list_parts, read_json, sha256_file, write_json
-from components.lookup import LookupStore
-from components.scoring import marker_path, plan_scoring, rejects_path
+from components.io.files import atomic_path, list_parts, read_json, sha256_file, write_json
+from components.names import MANIFEST_FILE
+from components.params import PublishParams
+from components.scoring.lookup import LookupStore
+from components.scoring.plan import marker_path, plan_scoring, rejects_path
 
 __all__ = ["run"]
 
@@ -58,10 +60,8 @@ def run(
     scoring = str(inputs["scoring"])
     sources = inputs["predictions"]
     source_dirs = [sources] if isinstance(sources, str) else list(sources)
-    shards = params.get("shards")
-    if shards is None:
-        shards = len(read_json(os.path.join(scoring, MANIFEST_FILE), what="etl")["shards"])
-    plan = plan_scoring(scoring, int(shards), SourceOptions.from_params(params))
+    typed = PublishParams.parse(params)
+    plan = plan_scoring(scoring, typed.shards, source_options(typed.source, typed.id_column))
     expected = {f"part-{k:05d}.parquet": plan.expected_rows(k) for k in range(len(plan.shards))}
 
     files = _gather(source_dirs, expected, scoring)
@@ -80,7 +80,7 @@ def run(
             _link_or_copy(quarantined, os.path.join(out_dir, os.path.basename(quarantined)))
     total = sum(rows.values())
     published_at = dt.datetime.now(dt.UTC)
-    run_date = _run_date(params, published_at)
+    run_date = _run_date(typed.run_date, published_at)
     model_version = next(iter(versions), None)
     manifest = {
         "rows": total,
@@ -95,20 +95,20 @@ def run(
     metrics: dict[str, Any] = {"rows": total, "files": len(files)}
     if manifest["rejected"]:
         metrics["rejected"] = manifest["rejected"]
-    run_id = str(params.get("run_id", ""))
-    if params.get("destination"):
+    run_id = typed.run_id
+    if typed.destination:
         version_dir = _publish_version(
             out_dir,
             manifest,
-            str(params["destination"]),
-            str(params.get("partition_by", "run_date")),
+            typed.destination,
+            typed.partition_by,
             run_id,
             run_date,
-            int(params.get("retention", 3)),
+            typed.retention,
         )
         manifest["published_to"] = version_dir
-    if params.get("store_url") and model_version is not None:
-        store = LookupStore(str(params["store_url"]))
+    if typed.store_url and model_version is not None:
+        store = LookupStore(typed.store_url)
         try:
             metrics["stored"] = store.upsert(
                 (
@@ -121,7 +121,7 @@ def run(
                 published_at=published_at,
                 id_column=plan.id_column,
             )
-            store.retain(int(params.get("retention", 3)))
+            store.retain(typed.retention)
         finally:
             store.close()
     write_json(os.path.join(out_dir, MANIFEST_FILE), manifest)
@@ -291,9 +291,8 @@ def _link_or_copy(source: str, destination: str) -> None:
             shutil.copyfile(source, tmp)
 
 
-def _run_date(params: dict[str, Any], published_at: dt.datetime) -> str:
-    """The run's logical date from ``params["run_date"]``, else the publication date (UTC)."""
-    value = str(params.get("run_date") or "")
+def _run_date(value: str, published_at: dt.datetime) -> str:
+    """The run's logical date (``run_date`` param), else the publication date (UTC)."""
     if not value:
         return published_at.date().isoformat()
     try:

@@ -10,8 +10,8 @@ started by ``torchrun`` (or a Kubeflow TrainJob) it *is* one rank and reads ``RA
         --inputs '{"dataset": "/data/dataset", "feature_spec": "/data/spec"}' \\
         --params "$(cat train-params.json)" --outputs '{"model": "/out/model"}'
 
-Data streams from the Parquet parts (:mod:`components.stream`). Checkpoints
-(:mod:`components.checkpoint`) hold the model, optimizer, scheduler, grad scaler, every
+Data streams from the Parquet parts (:mod:`components.training.stream`). Checkpoints
+(:mod:`components.training.checkpoint`) hold the model, optimizer, scheduler, grad scaler, every
 rank's RNG states and the sampler position; a re-run of the same step (same params and
 data) finds them under a key derived from both and resumes, ending with bitwise the same
 weights as a run that was never interrupted (on CPU).
@@ -48,21 +48,21 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from components import metrics as task_metrics
-from components.checkpoint import CheckpointStore
+from components.data.features import FeatureSpec, load_feature_spec
+from components.data.labels import Target, fit_target
 from components.errors import DataError, KfbatchError, ParamError
-from components.features import FeatureSpec, load_feature_spec
-from components.io import iter_batches, read_json, read_manifest, split_parts, write_json
+from components.evaluation import metrics as task_metrics
+from components.io.files import iter_batches, read_json, read_manifest, split_parts, write_json
 from components.model_artifact import save_model
 from components.models import build_model
-from components.stream import ShardStream, list_chunks
-from components.target import Target, fit_target
+from components.names import BEST_FILE, CHECKPOINT_DIR_ENV
+from components.params import TrainerParams, TrainParams
+from components.training.checkpoint import CheckpointStore
+from components.training.stream import ShardStream, list_chunks
 
 __all__ = [
-    "CHECKPOINT_DIR_ENV",
     "ResumeState",
     "Trainer",
-    "TrainerConfig",
     "apply_overrides",
     "fold_assignment",
     "run",
@@ -70,75 +70,8 @@ __all__ = [
 
 log = logging.getLogger("components.train")  # also when run as __main__
 
-#: Overrides ``trainer.checkpoint.dir`` (set by the KFP compiler to the checkpoint PVC).
-CHECKPOINT_DIR_ENV = "KFBATCH_CHECKPOINT_DIR"
 EVAL_BATCH_ROWS = 65_536
 READ_BATCH_ROWS = 262_144
-
-_OPTIMIZERS = ("adam", "adamw", "sgd")
-_SCHEDULES = ("constant", "cosine", "linear", "step")
-
-
-@dataclass(frozen=True)
-class TrainerConfig:
-    """The ``trainer`` params (see ``configs/trainer/default.yaml`` for each knob)."""
-
-    epochs: int = 5
-    batch_size: int = 512
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    optimizer: str = "adamw"
-    momentum: float = 0.9
-    schedule: str = "constant"
-    warmup_steps: int = 0
-    step_size_epochs: int = 1
-    gamma: float = 0.5
-    grad_clip: float = 0.0
-    accumulate: int = 1
-    precision: str = "fp32"
-    device: str = "auto"
-    strategy: str = "ddp"
-    nodes: int = 1
-    procs_per_node: int = 1
-    shuffle_buffer_rows: int = 262_144
-    seed: int = 0
-    threads: int = 0
-    early_stopping: dict[str, Any] = field(default_factory=dict)
-    checkpoint: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def from_dict(cls, params: dict[str, Any]) -> TrainerConfig:
-        """Build from ``trainer`` params; unknown keys are ignored.
-
-        Raises:
-            ParamError: an unknown optimizer, schedule, precision, device or strategy, or a
-                count below 1, or a non-positive learning rate.
-        """
-        names = {f.name for f in dataclasses.fields(cls)}
-        config = cls(**{k: v for k, v in params.items() if k in names})
-        for key, allowed in (
-            ("optimizer", _OPTIMIZERS),
-            ("schedule", _SCHEDULES),
-            ("precision", ("fp32", "bf16", "fp16")),
-            ("device", ("auto", "cpu", "cuda")),
-            ("strategy", ("ddp", "fsdp")),
-        ):
-            if getattr(config, key) not in allowed:
-                raise ParamError(
-                    f"trainer.{key} {getattr(config, key)!r} is unknown; expected one of "
-                    f"{list(allowed)}"
-                )
-        for key in ("epochs", "batch_size", "accumulate", "nodes", "procs_per_node"):
-            if getattr(config, key) < 1:
-                raise ParamError(f"trainer.{key}={getattr(config, key)} must be at least 1")
-        if not config.lr > 0:
-            raise ParamError(f"trainer.lr={config.lr} must be positive")
-        return config
-
-    @property
-    def world_size(self) -> int:
-        """Ranks in total: nodes x processes per node."""
-        return self.nodes * self.procs_per_node
 
 
 @dataclass
@@ -190,7 +123,7 @@ class Trainer:
         self,
         *,
         model_cfg: dict[str, Any],
-        config: TrainerConfig,
+        config: TrainerParams,
         spec: FeatureSpec,
         target: Target,
         dist_info: Dist,
@@ -228,8 +161,7 @@ class Trainer:
             self.device.type, enabled=self.amp_dtype == torch.float16
         )
         self.loss_fn = _loss(self.target.task)
-        stopping = config.early_stopping or {}
-        self.stop_metric = stopping.get("metric")
+        self.stop_metric = config.early_stopping.metric
         names = task_metrics.validation_names(self.target.task)
         if self.stop_metric and self.stop_metric not in names:
             raise ParamError(
@@ -300,7 +232,7 @@ class Trainer:
     def train(self) -> dict[str, float | int]:
         """Train until the last epoch or early stopping; return the final metrics."""
         config = self.config
-        every = int((config.checkpoint or {}).get("every_n_steps", 0) or 0)
+        every = config.checkpoint.every_n_steps
         while self.state.epoch < config.epochs and not self.state.stopped_early:
             epoch = self.state.epoch
             start = time.perf_counter()
@@ -447,14 +379,14 @@ class Trainer:
             return
         stopping = self.config.early_stopping
         value = float(record[self.stop_metric])
-        sign = 1.0 if stopping.get("mode", "min") == "max" else -1.0
-        delta = float(stopping.get("min_delta", 0.0))
+        sign = 1.0 if stopping.mode == "max" else -1.0
+        delta = stopping.min_delta
         if self.state.best is None or sign * (value - self.state.best) > delta:
             self.state.best, self.state.bad_epochs = value, 0
             self.best_weights = {k: v.clone() for k, v in self._model_state().items()}
             return
         self.state.bad_epochs += 1
-        if self.state.bad_epochs >= int(stopping.get("patience", 3)):
+        if self.state.bad_epochs >= stopping.patience:
             self.state.stopped_early = True
             log.info(
                 "early stopping: %s has not improved on %.4g for %d epochs",
@@ -521,7 +453,7 @@ def run(
     Args:
         inputs: ``dataset`` and ``feature_spec`` directories from etl; optionally ``best``,
             a tuning select output whose chosen overrides are applied first.
-        params: ``model`` (a ``_target_`` config), ``trainer`` (see :class:`TrainerConfig`),
+        params: ``model`` (a ``_target_`` config), ``trainer`` (see :class:`TrainerParams`),
             ``target``, ``task`` (binary, multiclass or regression), optionally ``variant``
             (``fold`` and/or ``trial`` + ``overrides``) and ``cv`` (fold settings).
         outputs: ``model``: directory to create.
@@ -530,27 +462,29 @@ def run(
         The final validation metrics, ``epochs``, ``samples_per_s``, ``seconds`` and
         ``checkpoint_seconds`` (rank 0's; other ranks under torchrun return ``{}``).
     """
-    params = _resolve(inputs, params)
-    config = TrainerConfig.from_dict(params["trainer"])
+    params, tuned = _resolve(inputs, params)
+    world_size = TrainParams.parse(params).trainer.world_size
     if "WORLD_SIZE" in os.environ:  # started by torchrun / a TrainJob: this process is a rank
-        return _rank(inputs, params, outputs, _env_dist(), result_path=None)
-    if config.world_size == 1:
-        return _rank(inputs, params, outputs, Dist(), result_path=None)
-    return _spawn(inputs, params, outputs, config.world_size)
+        return _rank(inputs, params, outputs, _env_dist(), tuned=tuned, result_path=None)
+    if world_size == 1:
+        return _rank(inputs, params, outputs, Dist(), tuned=tuned, result_path=None)
+    return _spawn(inputs, params, outputs, world_size, tuned)
 
 
-def _resolve(inputs: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
-    """Params with the variant's (and a tuning select's) overrides applied."""
-    params = copy.deepcopy(params)
-    params.setdefault("trainer", {})
+def _resolve(
+    inputs: dict[str, Any], params: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Params with the variant's (and a tuning select's) overrides applied, and the tuning
+    select's pick (None without one)."""
+    params, tuned = copy.deepcopy(params), None
     if inputs.get("best"):
-        best = read_json(os.path.join(str(inputs["best"]), "best.json"), what="tune_select")
+        best = read_json(os.path.join(str(inputs["best"]), BEST_FILE), what="tune_select")
         params = apply_overrides(params, best["overrides"])
-        params["tuned"] = {"trial": best["trial"], "overrides": best["overrides"]}
+        tuned = {"trial": best["trial"], "overrides": best["overrides"]}
     variant = params.get("variant") or {}
     if variant.get("overrides"):
         params = apply_overrides(params, variant["overrides"])
-    return params
+    return params, tuned
 
 
 def apply_overrides(params: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -580,11 +514,13 @@ def _rank(
     outputs: dict[str, str],
     where: Dist,
     *,
+    tuned: dict[str, Any] | None,
     result_path: str | None,
 ) -> dict[str, Any]:
     """Everything one rank does: read, set up, resume, train, write (rank 0), clean up."""
     start = time.perf_counter()
-    config = TrainerConfig.from_dict(params["trainer"])
+    typed = TrainParams.parse(params)
+    config = typed.trainer
     dataset_dir, spec_dir = str(inputs["dataset"]), str(inputs["feature_spec"])
     spec = load_feature_spec(spec_dir)
     manifest = read_manifest(dataset_dir)
@@ -594,27 +530,25 @@ def _rank(
             f"{manifest['feature_spec_version'][:12]} but {spec_dir} holds {spec.version[:12]}; "
             "pass the dataset and feature_spec outputs of the same etl run"
         )
-    target_name = params.get("target", spec.target)
+    target_name = typed.target
     if target_name != spec.target:
         raise DataError(
             f"target {target_name!r} differs from the feature spec's target {spec.target!r}; "
             "re-run etl with this target or train on the etl target"
         )
     train_parts = split_parts(dataset_dir, "train")
-    target = fit_target(params.get("task", "binary"), str(target_name), train_parts)
+    target = fit_target(typed.task, target_name, train_parts)
     threads = config.threads // where.world if config.threads else 0
     with _torch_determinism(max(threads, 1) if config.threads else 0):
         if where.world > 1 and not dist.is_initialized():
             backend = "nccl" if _device(config.device, where.local_rank).type == "cuda" else "gloo"
             dist.init_process_group(backend, rank=where.rank, world_size=where.world)
         try:
-            stream, validation = _data(
-                dataset_dir, train_parts, spec, target, params, config, where
-            )
+            stream, validation = _data(dataset_dir, train_parts, spec, target, typed, where)
             key = _run_key(params, manifest, spec)
             store = _checkpoint_store(config, key)
             trainer = Trainer(
-                model_cfg=dict(params["model"]),
+                model_cfg=dict(typed.model),
                 config=config,
                 spec=spec,
                 target=target,
@@ -636,8 +570,8 @@ def _rank(
             metrics = trainer.train()
             extra = {
                 "config_hash": key,
-                "variant": params.get("variant"),
-                "tuned": params.get("tuned"),
+                "variant": typed.variant,
+                "tuned": tuned,
                 "trainer": params["trainer"],
             }
             trainer.save_model(outputs["model"], extra=extra)
@@ -665,8 +599,7 @@ def _data(
     train_parts: list[str],
     spec: FeatureSpec,
     target: Target,
-    params: dict[str, Any],
-    config: TrainerConfig,
+    params: TrainParams,
     where: Dist,
 ) -> tuple[ShardStream, tuple[np.ndarray, np.ndarray]]:
     """The training stream and the validation arrays (a held-out fold, or the split)."""
@@ -676,17 +609,19 @@ def _data(
         return spec.transform(table), target.encode(table)
 
     chunks = list_chunks(train_parts)
-    fold = (params.get("variant") or {}).get("fold")
+    config = params.trainer
+    fold = (params.variant or {}).get("fold")
     keep = None
     if fold is not None:
-        cv = params.get("cv") or {}
+        if params.cv is None:
+            raise ParamError("train: variant names a fold but cv (the fold settings) is null")
         assignment = fold_assignment(
             train_parts,
             target,
-            folds=int(cv.get("folds", 5)),
-            stratify=bool(cv.get("stratify", True)),
-            group_column=cv.get("group_column"),
-            seed=int(cv.get("seed", config.seed)),
+            folds=params.cv.folds,
+            stratify=params.cv.stratify,
+            group_column=params.cv.group_column,
+            seed=params.cv.seed,
         )
         keep = assignment != int(fold)
         validation = _read_rows(train_parts, columns, transform, ~keep)
@@ -797,21 +732,22 @@ def _run_key(params: dict[str, Any], manifest: dict[str, Any], spec: FeatureSpec
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
-def _checkpoint_store(config: TrainerConfig, key: str) -> CheckpointStore | None:
-    settings = config.checkpoint or {}
-    root = os.environ.get(CHECKPOINT_DIR_ENV) or settings.get("dir")
+def _checkpoint_store(config: TrainerParams, key: str) -> CheckpointStore | None:
+    root = os.environ.get(CHECKPOINT_DIR_ENV) or config.checkpoint.dir
     if not root:
         return None
-    return CheckpointStore(
-        os.path.join(os.path.abspath(str(root)), key), keep=int(settings.get("keep", 3))
-    )
+    return CheckpointStore(os.path.join(os.path.abspath(root), key), keep=config.checkpoint.keep)
 
 
 # ---------------------------------------------------------------------- processes
 
 
 def _spawn(
-    inputs: dict[str, Any], params: dict[str, Any], outputs: dict[str, str], world: int
+    inputs: dict[str, Any],
+    params: dict[str, Any],
+    outputs: dict[str, str],
+    world: int,
+    tuned: dict[str, Any] | None,
 ) -> dict[str, Any]:
     """Start ``world`` ranks on this machine and wait for them; re-raise a rank's error."""
     import torch.multiprocessing as mp
@@ -823,7 +759,7 @@ def _spawn(
         try:
             mp.start_processes(
                 _spawned_rank,
-                args=(world, inputs, params, outputs, env, tmp, os.getpid()),
+                args=(world, inputs, params, outputs, tuned, env, tmp, os.getpid()),
                 nprocs=world,
                 start_method="spawn",
                 join=True,
@@ -840,6 +776,7 @@ def _spawned_rank(
     inputs: dict[str, Any],
     params: dict[str, Any],
     outputs: dict[str, str],
+    tuned: dict[str, Any] | None,
     env: dict[str, str],
     tmp: str,
     parent: int,
@@ -858,6 +795,7 @@ def _spawned_rank(
             params,
             outputs,
             Dist(rank, world, rank),
+            tuned=tuned,
             result_path=os.path.join(tmp, "result.json"),
         )
     except Exception as error:
@@ -968,7 +906,7 @@ def _autocast(device: torch.device, dtype: torch.dtype | None) -> Any:
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def _optimizer(parameters: Iterator[nn.Parameter], config: TrainerConfig) -> torch.optim.Optimizer:
+def _optimizer(parameters: Iterator[nn.Parameter], config: TrainerParams) -> torch.optim.Optimizer:
     if config.optimizer == "sgd":
         return torch.optim.SGD(
             parameters, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
@@ -977,7 +915,7 @@ def _optimizer(parameters: Iterator[nn.Parameter], config: TrainerConfig) -> tor
     return cls(parameters, lr=config.lr, weight_decay=config.weight_decay)
 
 
-def _lr_lambda(config: TrainerConfig, steps_per_epoch: int) -> Any:
+def _lr_lambda(config: TrainerParams, steps_per_epoch: int) -> Any:
     total = max(1, config.epochs * steps_per_epoch)
     warmup = config.warmup_steps
 

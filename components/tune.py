@@ -11,15 +11,15 @@ from collections import defaultdict
 from typing import Any
 
 from components.errors import DataError, ParamError
-from components.io import atomic_path, read_json, write_json
-from components.model_artifact import MODEL_META_FILE
-from components.plots import bar_chart
+from components.evaluation.plots import bar_chart
+from components.io.files import atomic_path, read_json, write_json
+from components.names import BEST_FILE, MODEL_META_FILE
+from components.params import TuneSelectParams
 
-__all__ = ["BEST_FILE", "RESULTS_CSV", "RESULTS_FILE", "RESULTS_PLOT", "run"]
+__all__ = ["RESULTS_CSV", "RESULTS_FILE", "RESULTS_PLOT", "run"]
 
 log = logging.getLogger(__name__)
 
-BEST_FILE = "best.json"
 RESULTS_FILE = "results.json"
 RESULTS_CSV = "results.csv"
 RESULTS_PLOT = "results.png"
@@ -43,7 +43,8 @@ def run(
     Raises:
         ParamError: the objective is not a metric of the trials.
     """
-    objective, direction = str(params["objective"]), str(params.get("direction", "maximize"))
+    typed = TuneSelectParams.parse(params)
+    objective, direction = typed.objective, typed.direction
     models = inputs["models"]
     models = [models] if isinstance(models, str) else list(models)
     values: dict[int, list[float]] = defaultdict(list)

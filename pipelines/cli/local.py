@@ -59,7 +59,7 @@ def _config(args: argparse.Namespace) -> int:
 def _dag(args: argparse.Namespace) -> int:
     import json
 
-    from pipelines.dag import build_dag
+    from pipelines.builder import build_dag
     from pipelines.views import dag_dot, dag_tree, resource_budget
 
     dag = build_dag(compose(args).config)

@@ -29,7 +29,7 @@ def register(commands: Any) -> None:
 
 
 def _store(args: argparse.Namespace) -> Any:
-    from components.lookup import LookupStore
+    from components.scoring.lookup import LookupStore
     from pipelines.errors import ConfigError
 
     url = args.store or compose(args).config.publish.store_url

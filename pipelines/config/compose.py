@@ -66,6 +66,7 @@ def compose_config(
     """
     search_path = _search_path(config_dir)
     overrides = tuple(overrides)
+    raw: DictConfig | None = None
     try:
         raw, choices = _hydra_compose(search_path, config_name, overrides)
         if missing := sorted(OmegaConf.missing_keys(raw)):
@@ -74,10 +75,27 @@ def compose_config(
         validate(container)
         config = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), container))
     except ConfigError as error:
+        error = _at_interpolation_source(error, raw)
         raise error.with_source(_source_of(error.key, overrides, choices, search_path)) from None
     except Exception as error:  # Hydra and OmegaConf raise many types; all mean "bad config".
         raise _translate(error, overrides, search_path) from None
     return ComposedConfig(config, container, raw, choices, search_path, overrides)
+
+
+def _at_interpolation_source(error: ConfigError, raw: DictConfig | None) -> ConfigError:
+    """The error moved to the key a value was interpolated from (``etl.scoring_shards`` is
+    ``${inference.shards}`` unless set): that is the key the user set."""
+    if raw is None:
+        return error
+    node: Any = OmegaConf.to_container(raw, resolve=False)
+    for part in error.key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return error
+        node = node[part]
+    match = re.fullmatch(r"\$\{([\w.]+)\}", node) if isinstance(node, str) else None
+    if match is None:
+        return error
+    return ConfigError(match.group(1), error.expected, error.given)
 
 
 def _search_path(config_dir: str | Path | None) -> tuple[Path, ...]:

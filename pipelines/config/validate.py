@@ -18,6 +18,7 @@ import typing
 from collections.abc import Mapping
 from typing import Any
 
+from components.names import OPTIMIZATIONS, TEST_METRICS, VALIDATION_METRICS
 from pipelines.config.cron import to_kfp_cron
 from pipelines.config.schema import STAGES, Config
 from pipelines.errors import ConfigError, KfbatchError
@@ -42,10 +43,6 @@ INFER_SOURCES = (
     ("etl", "data_uri", "the data to score"),
 )
 
-#: What ``inference.optimize`` may list (components.serving.OPTIMIZATIONS; config code does
-#: not import torch).
-OPTIMIZATIONS = ("quantize", "torchscript", "compile")
-
 
 def validate(container: Mapping[str, Any]) -> None:
     """Check a resolved config container against :class:`Config` and its cross-field rules.
@@ -57,6 +54,7 @@ def validate(container: Mapping[str, Any]) -> None:
     _check_stages(container["stages"])
     _check_data(container["data"], container["stages"])
     _check_inference(container["inference"], container["stages"])
+    _check_shards(container)
     if "etl" in container["stages"]:
         _check_etl_declarations(container)
     if "batch_map" in container["stages"]:
@@ -229,9 +227,9 @@ def _check_data(data: Mapping[str, Any], stages: list[str]) -> None:
 def _check_etl_declarations(container: Mapping[str, Any]) -> None:
     """Parse the quality checks and row-level transforms as the etl step will, so that a
     typo fails at composition rather than after the data was generated or read."""
+    from components.data.prepare import Prepare
+    from components.data.quality import parse_checks
     from components.errors import ParamError
-    from components.prepare import Prepare
-    from components.quality import parse_checks
 
     for key, parse, value in (
         ("quality.checks", parse_checks, list(container["quality"]["checks"] or ())),
@@ -272,6 +270,20 @@ def _check_inference(inference: Mapping[str, Any], stages: list[str]) -> None:
             raise ConfigError(f"inference.{key}", expected, None)
 
 
+def _check_shards(container: Mapping[str, Any]) -> None:
+    """Each infer branch scores one etl scoring shard when infer scores the etl output."""
+    stages, shards = container["stages"], container["inference"]["shards"]
+    scoring_shards = container["etl"]["scoring_shards"]
+    if "etl" in stages and "infer" in stages and shards != scoring_shards:
+        raise ConfigError(
+            "inference.shards",
+            f"equal to etl.scoring_shards ({scoring_shards}) when infer scores the etl scoring "
+            "set (one infer branch per shard); set inference.shards, which etl.scoring_shards "
+            "follows by default",
+            shards,
+        )
+
+
 def _check_batch_map(batch_map: Mapping[str, Any]) -> None:
     target = batch_map["function"].get("_target_")
     if not isinstance(target, str) or not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+", target):
@@ -301,20 +313,6 @@ def _check_model(model: Mapping[str, Any]) -> None:
             did_you_mean = f" (did you mean '{hint[0]}'?)" if hint else ""
             expected = f"an argument of {target}: {', '.join(settable)}{did_you_mean}"
             raise ConfigError(f"model.{key}", expected, key)
-
-
-#: Metrics the evaluate step reports per task (what ``evaluate.gate.metric`` may name).
-TEST_METRICS = {
-    "binary": ("accuracy", "precision", "recall", "f1", "roc_auc", "log_loss"),
-    "multiclass": ("accuracy", "f1", "f1_macro", "f1_weighted", "roc_auc", "log_loss"),
-    "regression": ("mae", "rmse", "r2"),
-}
-#: Validation metrics the train step reports per task (what tuning may optimise).
-VALIDATION_METRICS = {
-    "binary": ("val_loss", "val_roc_auc", "val_accuracy"),
-    "multiclass": ("val_loss", "val_accuracy", "val_f1_macro"),
-    "regression": ("val_loss", "val_rmse", "val_mae", "val_r2"),
-}
 
 
 def _check_training(container: Mapping[str, Any]) -> None:

@@ -75,13 +75,15 @@ from typing import Any
 from kfp import compiler, dsl, kubernetes
 from kfp.dsl.types import type_annotations
 
+from components.names import CHECKPOINT_DIR_ENV, DISTRIBUTED_ENV, STEP_ENV
+from pipelines.builder import build_dag
 from pipelines.config.compose import ComposedConfig
 from pipelines.config.schema import Config
-from pipelines.dag import RUN_DATE, RUN_ID, Dag, Ref, Step, Uri, build_dag, memory_bytes
+from pipelines.dag import RUN_DATE, RUN_ID, Dag, Ref, Step, Uri, memory_bytes
 from pipelines.errors import KfbatchError
 from pipelines.kubeflow.launch import RUN_DATE_TOKEN, RUN_ID_TOKEN
 from pipelines.kubeflow.tasks import CHECKPOINTING, DECLARATIONS, GATES
-from pipelines.kubeflow.trainjob import DISTRIBUTED_ENV, distributed_settings
+from pipelines.kubeflow.trainjob import distributed_settings
 
 __all__ = ["compile_pipeline", "write_pipeline"]
 
@@ -89,7 +91,6 @@ log = logging.getLogger(__name__)
 
 #: Tells the training task where ``kubeflow.checkpoint_pvc`` is mounted; the trainer keeps
 #: its checkpoints there (under a key of its params and data), so a retried pod resumes.
-CHECKPOINT_DIR_ENV = "KFBATCH_CHECKPOINT_DIR"
 #: The default accelerator resource when a step asks for GPUs without naming one.
 DEFAULT_ACCELERATOR = "nvidia.com/gpu"
 #: The pipeline parameter holding the run date (see :data:`pipelines.dag.RUN_DATE`).
@@ -324,7 +325,7 @@ def _configure(task: Any, step: Step, config: Config) -> None:
     # path every night, new data behind it) would be reused, so it always runs.
     reads_outside = any(isinstance(source, Uri) for source in step.inputs.values())
     task.set_caching_options(enable_caching=bool(kf.caching and step.cache and not reads_outside))
-    task.set_env_variable("KFBATCH_STEP", step.name)
+    task.set_env_variable(STEP_ENV, step.name)
     cpu, memory = _cpu(resources.cpu), _memory(resources.memory)
     task.set_cpu_request(cpu).set_cpu_limit(cpu)
     task.set_memory_request(memory).set_memory_limit(memory)

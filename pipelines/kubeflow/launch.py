@@ -39,8 +39,14 @@ from typing import Any
 
 from kfp.dsl import Artifact, ClassificationMetrics, Markdown, Metrics, Model
 
+from components.names import (
+    DISTRIBUTED_ENV,
+    METRICS_FILE,
+    MODEL_META_FILE,
+    QUALITY_MARKDOWN,
+    RUN_ID_ENV,
+)
 from pipelines.execution import limit_threads, load_component, substitute
-from pipelines.kubeflow.trainjob import DISTRIBUTED_ENV
 
 __all__ = [
     "RUN_DATE_TOKEN",
@@ -49,7 +55,7 @@ __all__ = [
     "launch",
     "log_evaluation",
     "log_scalars",
-    "publish_markdown",
+    "publish_quality",
     "resolve_params",
 ]
 
@@ -64,8 +70,6 @@ RUN_ID_TOKEN = "@kfbatch.run_id@"
 #: Stands for :data:`pipelines.dag.RUN_DATE` in compiled params, for the same reason.
 RUN_DATE_TOKEN = "@kfbatch.run_date@"
 
-MODEL_META_FILE = "model.json"  # components.model_artifact.MODEL_META_FILE
-EVALUATION_FILE = "metrics.json"  # components.evaluate.METRICS_FILE
 REPORT_DISPLAY_NAME = "evaluation report"
 CLASS_NAMES = ["negative (0)", "positive (1)"]
 
@@ -109,7 +113,7 @@ def launch(
     paths_in = {name: _input_path(value) for name, value in inputs.items()}
     paths_out = {name: artifact.path for name, artifact in outputs.items()}
     if run_id:
-        os.environ["KFBATCH_RUN_ID"] = run_id
+        os.environ[RUN_ID_ENV] = run_id
     threads = _cpu_quota()
     log.info("%s: inputs %s, outputs %s, threads %s", component, paths_in, paths_out, threads)
     if distributed := os.environ.get(DISTRIBUTED_ENV):  # trainer.nodes > 1: a TrainJob trains
@@ -121,7 +125,7 @@ def launch(
             params=resolved,
             inputs=paths_in,
             outputs=paths_out,
-            run_id=run_id or os.environ.get("KFBATCH_RUN_ID", ""),
+            run_id=run_id or os.environ.get(RUN_ID_ENV, ""),
         )
     else:
         function = load_component(component)
@@ -204,7 +208,7 @@ def log_evaluation(
     ROC curve when the file has ``roc_curve: {fpr, tpr, thresholds}``; ``report`` gets a
     Markdown table of every value and the ``display_name`` the UI needs to render it.
     """
-    with open(os.path.join(metrics_dir, EVALUATION_FILE), encoding="utf-8") as f:
+    with open(os.path.join(metrics_dir, METRICS_FILE), encoding="utf-8") as f:
         evaluation = json.load(f)
     matrix = evaluation.get("confusion_matrix")
     roc = evaluation.get("roc_curve")
@@ -222,16 +226,16 @@ def log_evaluation(
         report.metadata["display_name"] = REPORT_DISPLAY_NAME
 
 
-def publish_markdown(report: Markdown, directory: str, name: str, display_name: str) -> None:
-    """Copy ``directory/name`` (a Markdown file a component wrote) into ``report``.
+def publish_quality(report: Markdown, quality_dir: str) -> None:
+    """Copy the etl step's Markdown quality report (in ``quality_dir``) into ``report``.
 
     The Kubeflow UI renders a Markdown artifact only with a ``display_name`` property.
     """
-    with open(os.path.join(directory, name), encoding="utf-8") as f:
+    with open(os.path.join(quality_dir, QUALITY_MARKDOWN), encoding="utf-8") as f:
         text = f.read()
     with open(report.path, "w", encoding="utf-8") as f:
         f.write(text)
-    report.metadata["display_name"] = display_name
+    report.metadata["display_name"] = "data quality"
 
 
 def _markdown(evaluation: Mapping[str, Any]) -> str:

@@ -87,7 +87,7 @@ def etl(
     quality_report: Output[Markdown],
 ):
     """Extract, check quality, quarantine bad rows, split; fit the feature spec."""
-    from pipelines.kubeflow.launch import launch, publish_markdown
+    from pipelines.kubeflow.launch import launch, publish_quality
 
     outputs = {
         "dataset": dataset,
@@ -98,7 +98,7 @@ def etl(
     }
     inputs = {"source": source}
     launch(component, params, inputs=inputs, outputs=outputs, metrics=metrics)
-    publish_markdown(quality_report, quality.path, "quality.md", "data quality")
+    publish_quality(quality_report, quality.path)
 
 
 def etl_uri(
@@ -114,7 +114,7 @@ def etl_uri(
     quality_report: Output[Markdown],
 ):
     """Like ``etl``, reading the source from a URI (a pipeline parameter)."""
-    from pipelines.kubeflow.launch import launch, publish_markdown
+    from pipelines.kubeflow.launch import launch, publish_quality
 
     outputs = {
         "dataset": dataset,
@@ -125,7 +125,7 @@ def etl_uri(
     }
     inputs = {"source": source_uri}
     launch(component, params, inputs=inputs, outputs=outputs, metrics=metrics)
-    publish_markdown(quality_report, quality.path, "quality.md", "data quality")
+    publish_quality(quality_report, quality.path)
 
 
 def train(

@@ -45,6 +45,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from components.names import CHECKPOINT_DIR_ENV, DISTRIBUTED_ENV, METRICS_FILE, RUN_ID_ENV
 from pipelines.config.schema import Config
 from pipelines.dag import Resources, Step
 from pipelines.errors import KfbatchError
@@ -85,7 +86,6 @@ TRAIN_ENTRY: tuple[str, ...] = ("torchrun", "-m", "components.train")
 #: torchrun does not read: the kubelet substitutes them into these arguments.
 PYTORCHJOB_RENDEZVOUS = ("--master-addr=$(MASTER_ADDR)", "--master-port=$(MASTER_PORT)")
 #: Environment variable carrying :func:`distributed_settings` into the KFP training task.
-DISTRIBUTED_ENV = "KFBATCH_DISTRIBUTED"
 #: Kueue admits a Job or TrainJob into this local queue (``runtime.queue``).
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 #: The replicated job and container of ``torch-distributed`` that runs the trainer.
@@ -802,13 +802,13 @@ def run_distributed(
         key: _stage(value, os.path.join(stage, "inputs", key)) for key, value in inputs.items()
     }
     staged_out = {key: os.path.join(stage, "outputs", key) for key in outputs}
-    metrics_path = os.path.join(stage, "metrics.json")
+    metrics_path = os.path.join(stage, METRICS_FILE)
     for path in (*staged_out.values(), metrics_path):
         _remove(path)
     args = train_command(
         component, inputs=staged_in, params=params, outputs=staged_out, metrics=metrics_path
     )
-    env = {"KFBATCH_CHECKPOINT_DIR": os.path.join(stage, "checkpoints"), "KFBATCH_RUN_ID": run_id}
+    env = {CHECKPOINT_DIR_ENV: os.path.join(stage, "checkpoints"), RUN_ID_ENV: run_id}
     manifest = _finish(decoded["manifest"], name=name, args=args, env=env)
     namespace = _pod_namespace() or decoded["namespace"]
     run_trainjob(manifest, namespace, decoded["timeout_s"] or timeout_s, api=api, poll_s=poll_s)

@@ -14,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from components.names import RUN_MANIFEST_FILE
 from pipelines.errors import KfbatchError
 from pipelines.local.cache import process_alive
 
@@ -52,7 +53,7 @@ def list_runs(runs_dir: str | Path) -> list[RunSummary]:
 
 def load_run(runs_dir: str | Path, run_id: str) -> dict[str, Any]:
     """The manifest of run ``run_id`` with ``status`` made truthful (see :func:`_status`)."""
-    path = Path(runs_dir) / run_id / "manifest.json"
+    path = Path(runs_dir) / run_id / RUN_MANIFEST_FILE
     if not path.is_file():
         known = ", ".join(s.run_id for s in list_runs(runs_dir)[:5]) or "none"
         raise KfbatchError(f"no run {run_id!r} in {runs_dir} (newest: {known})")
@@ -171,7 +172,7 @@ def _unused_entries(cache_dir: str | Path, kept: list[RunSummary]) -> list[Path]
     used = {
         record["cache_key"]
         for run in kept
-        for record in _read(run.path / "manifest.json").get("nodes", {}).values()
+        for record in _read(run.path / RUN_MANIFEST_FILE).get("nodes", {}).values()
         if record.get("cache_key")
     }
     return sorted(

@@ -8,7 +8,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from pipelines.local.runner import NodeRecord, RunResult
+from pipelines.local.records import NodeRecord, RunResult
 
 __all__ = ["LiveReporter"]
 

@@ -17,134 +17,42 @@ import sys
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
+from components.names import DAG_FILE, RUN_ID_ENV, RUN_MANIFEST_FILE, STEP_ENV
+from pipelines.builder import build_dag
 from pipelines.config.compose import ComposedConfig
 from pipelines.config.schema import RuntimeConfig
-from pipelines.dag import RUN_DATE, RUN_ID, Dag, Node, Ref, Uri, build_dag
+from pipelines.dag import RUN_DATE, RUN_ID, Dag, Node, Ref, Uri
 from pipelines.errors import KfbatchError
 from pipelines.execution import substitute
 from pipelines.local.cache import StepCache, external_digest, step_key
 from pipelines.local.pool import WorkerPool
+from pipelines.local.records import (
+    CACHED,
+    DONE,
+    FAILED,
+    NOT_RUN,
+    PENDING,
+    RUNNING,
+    SUCCEEDED,
+    LogReporter,
+    NodeRecord,
+    Reporter,
+    RunResult,
+)
 from pipelines.local.worker import StepOutcome, StepTask
 
-__all__ = ["NodeRecord", "Reporter", "RunResult", "run_dag", "run_local"]
+__all__ = ["run_dag", "run_local"]
 
 log = logging.getLogger("kfbatch.runner")
-
-#: Node states; the terminal ones are succeeded, cached, failed and not_run.
-PENDING, RUNNING, SUCCEEDED, CACHED, FAILED, NOT_RUN = (
-    "pending",
-    "running",
-    "succeeded",
-    "cached",
-    "failed",
-    "not_run",
-)
-DONE = (SUCCEEDED, CACHED)
 
 #: The manifest is rewritten at most this often while running (and always at the end), so
 #: that fan-outs with hundreds of branches do not spend their time serialising it.
 MANIFEST_INTERVAL_S = 0.5
-
-
-@dataclass
-class NodeRecord:
-    """What happened to one node in this run (serialised into the run manifest)."""
-
-    node: str
-    step: str
-    component: str
-    status: str = PENDING
-    cache_key: str | None = None
-    attempts: list[dict[str, Any]] = field(default_factory=list)
-    inputs: dict[str, Any] = field(default_factory=dict)
-    outputs: dict[str, dict[str, str]] = field(default_factory=dict)
-    metrics: dict[str, Any] = field(default_factory=dict)
-    started_at: str | None = None
-    ended_at: str | None = None
-    error: str | None = None
-
-    @property
-    def log_path(self) -> str | None:
-        """The log of the last attempt, if the node ran in this run."""
-        return self.attempts[-1]["log"] if self.attempts else None
-
-
-@dataclass(frozen=True)
-class RunResult:
-    """The outcome of a local run."""
-
-    run_id: str
-    run_dir: Path
-    status: str
-    nodes: dict[str, NodeRecord]
-    dag: Dag
-    smoke: bool = False
-
-    @property
-    def ok(self) -> bool:
-        """Whether every node succeeded or was reused from the cache."""
-        return self.status == SUCCEEDED
-
-    @property
-    def failed(self) -> list[NodeRecord]:
-        """The nodes that failed."""
-        return [r for r in self.nodes.values() if r.status == FAILED]
-
-    def output(self, node: str, name: str) -> Path:
-        """Path of output ``name`` of ``node`` (a link into the step cache)."""
-        return self.run_dir / "steps" / node / "outputs" / name
-
-    def final_outputs(self) -> dict[str, Path]:
-        """``node.output`` -> path for outputs no other step reads: what the run produced."""
-        consumed = {
-            (ref.step, ref.output)
-            for step in self.dag.steps
-            for ref in step.inputs.values()
-            if isinstance(ref, Ref)
-        }
-        return {
-            f"{record.node}.{name}": self.output(record.node, name)
-            for record in self.nodes.values()
-            for name in record.outputs
-            if (record.step, name) not in consumed
-        }
-
-
-class Reporter(Protocol):
-    """Receives run progress; the CLI shows it live on a terminal or as log lines."""
-
-    def start(self, run_id: str, run_dir: Path, records: Mapping[str, NodeRecord]) -> None:
-        """The run starts with these nodes."""
-
-    def update(self, record: NodeRecord) -> None:
-        """A node changed state."""
-
-    def finish(self, result: RunResult) -> None:
-        """The run ended."""
-
-
-class _LogReporter:
-    """Plain log lines, one per state change."""
-
-    run_id = ""
-
-    def start(self, run_id: str, run_dir: Path, records: Mapping[str, NodeRecord]) -> None:
-        self.run_id = run_id
-        log.info("run %s: %d steps in %s", run_id, len(records), run_dir, extra={"run_id": run_id})
-
-    def update(self, record: NodeRecord) -> None:
-        detail = f" ({record.error})" if record.error and record.status == FAILED else ""
-        attempt = f" attempt {len(record.attempts)}" if record.status == RUNNING else ""
-        context = {"run_id": self.run_id, "step": record.node, "attempt": len(record.attempts)}
-        log.info("step %s: %s%s%s", record.node, record.status, attempt, detail, extra=context)
-
-    def finish(self, result: RunResult) -> None:
-        log.info("run %s: %s", result.run_id, result.status, extra={"run_id": result.run_id})
 
 
 def run_local(
@@ -204,10 +112,10 @@ def run_dag(
             f"run folder {run_dir} already exists; choose another --run-id"
         ) from None
     (run_dir / "config.yaml").write_text(config_yaml)
-    (run_dir / "dag.json").write_text(json.dumps(dag.to_dict(), indent=2, sort_keys=True))
+    (run_dir / DAG_FILE).write_text(json.dumps(dag.to_dict(), indent=2, sort_keys=True))
     _point_latest(runs_dir, run_id)
     execution = _Execution(
-        dag, runtime, run_id, run_dir, no_cache, reporter or _LogReporter(), log_format, smoke
+        dag, runtime, run_id, run_dir, no_cache, reporter or LogReporter(), log_format, smoke
     )
     return execution.run()
 
@@ -432,7 +340,7 @@ class _Execution:
             outputs={out: str((staged / "outputs" / out).resolve()) for out in node.step.outputs},
             log_path=str(log_path.resolve()),
             threads=max(1, min(node.step.resources.threads, int(self.cpus))),
-            env={"KFBATCH_RUN_ID": self.run_id, "KFBATCH_STEP": name},
+            env={RUN_ID_ENV: self.run_id, STEP_ENV: name},
             log_format=self.log_format,
             context={"run_id": self.run_id, "step": name, "attempt": attempt},
         )
@@ -552,7 +460,7 @@ class _Execution:
         }
         tmp = self.run_dir / "manifest.json.tmp"
         tmp.write_text(json.dumps(manifest, indent=2, default=str))
-        os.replace(tmp, self.run_dir / "manifest.json")
+        os.replace(tmp, self.run_dir / RUN_MANIFEST_FILE)
         self.manifest_written_at, self.manifest_dirty = time.monotonic(), False
 
 

@@ -35,9 +35,11 @@ from typing import Any
 
 import yaml
 
+from components.names import CHECKPOINT_DIR_ENV, MANIFEST_FILE, MODEL_META_FILE, RUN_ID_ENV
+from pipelines.builder import build_dag
 from pipelines.config.compose import ComposedConfig
 from pipelines.config.schema import Config, ManifestEnv, PvcMount, ResourceSpec
-from pipelines.dag import Dag, Ref, Resources, Step, Uri, build_dag
+from pipelines.dag import Dag, Ref, Resources, Step, Uri
 from pipelines.errors import ConfigError
 from pipelines.kubeflow.trainjob import (
     KUEUE_QUEUE_LABEL,
@@ -65,7 +67,7 @@ _SUSPENDED_CRON = "0 0 1 1 *"
 _MANAGED_BY = {"app.kubernetes.io/managed-by": "kfbatch"}
 #: The file each input of the inference step is complete with (written last by its step),
 #: which the Indexed Job's pods wait for, so the Job may be applied with the TrainJob.
-_READY = {"model": "model.json", "scoring": "_manifest.json"}
+_READY = {"model": MODEL_META_FILE, "scoring": MANIFEST_FILE}
 #: Steps whose outputs the standalone jobs find on the data PVC: etl's are prepared there
 #: beforehand, train's are written by the training job. A gated model is read as the
 #: trained one (standalone jobs have no evaluation gate).
@@ -506,7 +508,7 @@ class _Plan:
                 outputs=outputs,
                 metrics=f"{stage}/metrics.json",
             ),
-            env={"KFBATCH_CHECKPOINT_DIR": f"{stage}/checkpoints", "KFBATCH_RUN_ID": self.name},
+            env={CHECKPOINT_DIR_ENV: f"{stage}/checkpoints", RUN_ID_ENV: self.name},
             labels=_MANAGED_BY,
         )
         return [job]

@@ -4,6 +4,6 @@ It depends on nothing but the run folder's files (manifest, config, DAG, step ou
 can be written after a run ends, or again later for an old run.
 """
 
-from pipelines.report.writer import REPORT_NAME, write_report
+from pipelines.report.writer import write_report
 
-__all__ = ["REPORT_NAME", "write_report"]
+__all__ = ["write_report"]

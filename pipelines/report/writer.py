@@ -8,13 +8,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from components.names import REPORT_FILE
 from pipelines.report.collect import RunFacts, collect
 
-__all__ = ["REPORT_NAME", "render_report", "write_report"]
+__all__ = ["render_report", "write_report"]
 
 log = logging.getLogger("kfbatch.report")
-
-REPORT_NAME = "report.html"
 
 
 def write_report(run_dir: Path | str) -> Path:
@@ -30,8 +29,8 @@ def write_report(run_dir: Path | str) -> Path:
     run_dir = Path(run_dir)
     began = time.perf_counter()
     page = render_report(run_dir)
-    target = run_dir / REPORT_NAME
-    tmp = run_dir / f".{REPORT_NAME}.tmp-{os.getpid()}"
+    target = run_dir / REPORT_FILE
+    tmp = run_dir / f".{REPORT_FILE}.tmp-{os.getpid()}"
     tmp.write_text(page, encoding="utf-8")
     os.replace(tmp, target)
     log.debug("run report %s written in %.2fs", target, time.perf_counter() - began)

@@ -5,15 +5,20 @@ from __future__ import annotations
 import pytest
 
 from components import datagen, etl, train
+from tests.support.params import etl_params, step_params, train_params
 
-from .helpers import Pipeline, etl_params, train_params
+from .helpers import Pipeline
 
 
 @pytest.fixture(scope="session")
 def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
     """Synthetic churn data (4,000 rows), split into 3 scoring shards, and a model trained on it."""
     root = tmp_path_factory.mktemp("pipeline")
-    datagen.run({}, {"kind": "synthetic", "rows": 4000, "seed": 3}, {"raw": str(root / "raw")})
+    datagen.run(
+        {},
+        step_params("datagen", "data=demo", "data.rows=4000", "seed=3"),
+        {"raw": str(root / "raw")},
+    )
     etl_metrics = etl.run(
         {"source": str(root / "raw")},
         etl_params(),

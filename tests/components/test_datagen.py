@@ -10,11 +10,13 @@ import pytest
 
 from components import datagen
 from components.errors import ParamError
+from tests.support.params import step_params
 
 
 def _synthetic(tmp_path: Path, name: str, rows: int, seed: int) -> Path:
     out = tmp_path / name
-    metrics = datagen.run({}, {"kind": "synthetic", "rows": rows, "seed": seed}, {"raw": str(out)})
+    params = step_params("datagen", "data=demo", f"data.rows={rows}", f"seed={seed}")
+    metrics = datagen.run({}, params, {"raw": str(out)})
     assert metrics == {"rows": rows}
     return out / "data.csv"
 
@@ -65,9 +67,8 @@ def test_synthetic_schema_and_realism(tmp_path: Path) -> None:
 
 
 def test_sklearn_breast_cancer_export(tmp_path: Path) -> None:
-    metrics = datagen.run(
-        {}, {"kind": "sklearn", "dataset": "breast_cancer"}, {"raw": str(tmp_path / "raw")}
-    )
+    params = step_params("datagen", "data=breast_cancer")
+    metrics = datagen.run({}, params, {"raw": str(tmp_path / "raw")})
     table = pacsv.read_csv(tmp_path / "raw" / "data.csv")
     assert metrics == {"rows": 569}
     assert table.num_rows == 569
@@ -82,12 +83,14 @@ def test_sklearn_breast_cancer_export(tmp_path: Path) -> None:
     ("params", "message"),
     [
         ({"kind": "parquet"}, r"datagen kind 'parquet' is unknown"),
-        ({"kind": "synthetic", "rows": 0, "seed": 0}, r"datagen rows=0 is not positive"),
+        ({"kind": "synthetic", "rows": 0}, r"datagen rows=0 is not positive"),
         ({"kind": "sklearn", "dataset": "iris"}, r"datagen dataset 'iris' is unknown"),
     ],
 )
 def test_bad_params_are_param_errors(
     tmp_path: Path, params: dict[str, object], message: str
 ) -> None:
+    """A value the schema would refuse still fails in the step, naming itself."""
+    broken = step_params("datagen", "data=demo") | params
     with pytest.raises(ParamError, match=message):
-        datagen.run({}, params, {"raw": str(tmp_path / "raw")})
+        datagen.run({}, broken, {"raw": str(tmp_path / "raw")})

@@ -11,10 +11,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from components import etl
+from components.data.features import load_feature_spec
 from components.errors import DataError, ParamError
-from components.features import load_feature_spec
+from tests.support.params import etl_params
 
-from .helpers import Pipeline, etl_params, write_csv
+from .helpers import Pipeline, write_csv
 
 HEADER = "id,amount,kind,at,label"
 

@@ -12,8 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from components import etl
+from components.data.features import load_feature_spec
 from components.errors import DataError
-from components.features import load_feature_spec
 
 HEADER = "id,amount,kind,at,label"
 OUTPUTS = ("dataset", "feature_spec", "scoring", "rejects", "quality")

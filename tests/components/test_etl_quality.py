@@ -13,9 +13,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from components import etl
+from components.data.features import load_feature_spec
+from components.data.prepare import Prepare
 from components.errors import DataError, ParamError
-from components.features import load_feature_spec
-from components.prepare import Prepare
 
 OUTPUTS = ("dataset", "feature_spec", "scoring", "rejects", "quality")
 FEATURES: dict[str, Any] = {

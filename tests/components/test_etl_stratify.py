@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from components import etl
+from components.data.extract import SourceOptions, open_source, read_batches
 from components.errors import DataError
-from components.extract import SourceOptions, open_source, read_batches
 
 from .helpers import write_csv
 

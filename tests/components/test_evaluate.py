@@ -11,13 +11,14 @@ import pytest
 from components import evaluate
 from components.errors import DataError, ParamError
 from components.evaluate import roc_curve
+from tests.support.params import step_params
 
 from .helpers import Pipeline
 
 
 def test_metrics_are_in_range_and_consistent(pipeline: Pipeline, tmp_path: Path) -> None:
     inputs = {"dataset": str(pipeline.dataset), "model": str(pipeline.model)}
-    metrics = evaluate.run(inputs, {"split": "test", "threshold": 0.5}, {"metrics": str(tmp_path)})
+    metrics = evaluate.run(inputs, step_params("evaluate"), {"metrics": str(tmp_path)})
     manifest = json.loads((pipeline.dataset / "_manifest.json").read_text())
     assert metrics["rows"] == manifest["splits"]["test"]
     assert metrics["tn"] + metrics["fp"] + metrics["fn"] + metrics["tp"] == metrics["rows"]
@@ -40,13 +41,15 @@ def test_metrics_are_in_range_and_consistent(pipeline: Pipeline, tmp_path: Path)
 def test_unknown_split_is_a_param_error(pipeline: Pipeline, tmp_path: Path) -> None:
     inputs = {"dataset": str(pipeline.dataset), "model": str(pipeline.model)}
     with pytest.raises(ParamError, match=r"split 'holdout' is unknown; expected one of"):
-        evaluate.run(inputs, {"split": "holdout"}, {"metrics": str(tmp_path)})
+        evaluate.run(
+            inputs, step_params("evaluate") | {"split": "holdout"}, {"metrics": str(tmp_path)}
+        )
 
 
 def test_missing_model_names_the_step_to_run(pipeline: Pipeline, tmp_path: Path) -> None:
     inputs = {"dataset": str(pipeline.dataset), "model": str(tmp_path / "nope")}
     with pytest.raises(DataError, match=r"model.json does not exist; expected the output of the"):
-        evaluate.run(inputs, {}, {"metrics": str(tmp_path / "m")})
+        evaluate.run(inputs, step_params("evaluate"), {"metrics": str(tmp_path / "m")})
 
 
 def test_roc_curve_is_thinned_json_safe_and_monotone() -> None:

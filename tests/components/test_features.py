@@ -9,8 +9,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from components.data.features import FeatureSpec, resolve_roles
 from components.errors import DataError
-from components.features import FeatureSpec, resolve_roles
 
 
 def _table() -> pa.Table:

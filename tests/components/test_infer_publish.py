@@ -15,7 +15,7 @@ import pytest
 
 from components import infer, publish
 from components.errors import DataError, ParamError
-from components.io import sha256_file
+from components.io.files import sha256_file
 
 from .helpers import Pipeline
 
@@ -268,7 +268,7 @@ def test_publish_writes_versions_with_retention_and_loads_the_store(
     parts = sorted((destination / "run_id=run-c").glob("part-*.parquet"))
     assert sum(pq.read_metadata(p).num_rows for p in parts) == 4000
 
-    from components.lookup import LookupStore
+    from components.scoring.lookup import LookupStore
 
     first = pq.read_table(shard_predictions[0] / "part-00000.parquet").slice(0, 1).to_pylist()[0]
     store = LookupStore(url)

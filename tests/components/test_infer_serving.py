@@ -17,7 +17,7 @@ from torch import nn
 from components import infer, publish
 from components.errors import DataError, ParamError
 from components.model_artifact import scores_from_logits
-from components.serving import activation_bytes_per_row, choose_batch_size, optimize_model
+from components.scoring.batching import activation_bytes_per_row, choose_batch_size, optimize_model
 
 from .helpers import Pipeline
 
@@ -191,7 +191,7 @@ def test_other_tasks_write_their_columns(
     meta["model"] = meta["model"] | {"output_dim": outputs}
     meta["task"], meta["classes"] = task, ["low", "mid", "high"]
     torch.manual_seed(0)
-    from components.features import FeatureSpec
+    from components.data.features import FeatureSpec
     from components.model_artifact import save_model
     from components.models import build_model
 

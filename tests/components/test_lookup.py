@@ -19,7 +19,7 @@ import pyarrow as pa
 import pytest
 
 from components.errors import DataError
-from components.lookup import LookupStore
+from components.scoring.lookup import LookupStore
 
 UTC = dt.UTC
 T0 = dt.datetime(2026, 1, 1, tzinfo=UTC)

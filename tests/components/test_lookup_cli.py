@@ -9,7 +9,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from components.lookup import LookupStore
+from components.scoring.lookup import LookupStore
 from pipelines.cli import main
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)

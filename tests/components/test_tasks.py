@@ -12,11 +12,12 @@ import pytest
 import torch
 
 from components import datagen, etl, evaluate, train
+from components.data.labels import Target, fit_target
 from components.errors import DataError, ParamError
 from components.model_artifact import load_model, scores_from_logits
-from components.target import Target, fit_target
+from tests.support.params import etl_params, override, step_params, train_params
 
-from .helpers import Pipeline, etl_params, train_params
+from .helpers import Pipeline
 
 
 @pytest.fixture(scope="module", params=["multiclass", "regression"])
@@ -25,18 +26,19 @@ def task_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     task = request.param
     target = {"multiclass": "contract", "regression": "monthly_charges"}[task]
     root = tmp_path_factory.mktemp(task)
-    datagen.run({}, {"kind": "synthetic", "rows": 3000, "seed": 5}, {"raw": str(root / "raw")})
+    demo = step_params("datagen", "data=demo", "data.rows=3000", "seed=5")
+    datagen.run({}, demo, {"raw": str(root / "raw")})
     etl.run(
         {"source": str(root / "raw")},
-        etl_params(target=target),
+        etl_params(override("data.target", target), f"data.task={task}"),
         {n: str(root / n) for n in ("dataset", "feature_spec", "scoring")},
     )
-    params = train_params(epochs=3) | {"task": task, "target": target}
+    params = train_params(override("data.target", target), f"data.task={task}", epochs=3)
     inputs = {"dataset": str(root / "dataset"), "feature_spec": str(root / "feature_spec")}
     trained = train.run(inputs, params, {"model": str(root / "model")})
     evaluated = evaluate.run(
         {"dataset": str(root / "dataset"), "model": str(root / "model")},
-        {"split": "test"},
+        step_params("evaluate"),
         {"metrics": str(root / "metrics")},
     )
     return {"task": task, "root": root, "train": trained, "evaluate": evaluated}
@@ -122,13 +124,11 @@ def test_gate_passes_the_model_on_or_stops_with_a_clear_message(
 ) -> None:
     evaluate.run(
         {"dataset": str(pipeline.dataset), "model": str(pipeline.model)},
-        {"split": "test"},
+        step_params("evaluate"),
         {"metrics": str(tmp_path / "metrics")},
     )
     inputs = {"evaluation": str(tmp_path / "metrics"), "model": str(pipeline.model)}
-    opened = evaluate.gate(
-        inputs, {"metric": "roc_auc", "min": 0.5}, {"model": str(tmp_path / "ok")}
-    )
+    opened = evaluate.gate(inputs, _gate("evaluate.gate.min=0.5"), {"model": str(tmp_path / "ok")})
     assert opened["passed"] == 1
     assert (tmp_path / "ok" / "model.pt").read_bytes() == (pipeline.model / "model.pt").read_bytes()
     load_model(str(tmp_path / "ok"))
@@ -136,13 +136,18 @@ def test_gate_passes_the_model_on_or_stops_with_a_clear_message(
         evaluate.GateClosed,
         match=r"gate closed: test roc_auc = 0\.\d{4} is below the minimum 0\.999",
     ):
-        evaluate.gate(inputs, {"metric": "roc_auc", "min": 0.999}, {"model": str(tmp_path / "no")})
+        evaluate.gate(inputs, _gate("evaluate.gate.min=0.999"), {"model": str(tmp_path / "no")})
     assert not (tmp_path / "no" / "model.json").exists()
     closed = evaluate.gate(
         inputs,
-        {"metric": "roc_auc", "min": 0.999, "raise_when_closed": False},
+        _gate("evaluate.gate.min=0.999") | {"raise_when_closed": False},
         {"model": str(tmp_path / "kfp")},
     )
     assert closed["passed"] == 0
     with pytest.raises(ParamError, match=r"gate.metric 'auc' is not a metric"):
-        evaluate.gate(inputs, {"metric": "auc", "min": 0.5}, {"model": str(tmp_path / "x")})
+        evaluate.gate(inputs, _gate() | {"metric": "auc"}, {"model": str(tmp_path / "x")})
+
+
+def _gate(*overrides: str) -> dict[str, object]:
+    """The gate step's params: the packaged ``evaluate=gated`` option under ``overrides``."""
+    return step_params("gate", "evaluate=gated", *overrides)

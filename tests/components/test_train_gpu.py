@@ -8,10 +8,11 @@ import pytest
 import torch
 
 from components import train
-from components.checkpoint import CheckpointStore
 from components.model_artifact import load_model
+from components.training.checkpoint import CheckpointStore
+from tests.support.params import train_params
 
-from .helpers import Pipeline, train_params
+from .helpers import Pipeline
 
 pytestmark = [
     pytest.mark.gpu,

@@ -17,10 +17,11 @@ import pytest
 import torch
 
 from components import train
-from components.checkpoint import CheckpointStore
 from components.model_artifact import load_model
+from components.training.checkpoint import CheckpointStore
+from tests.support.params import override, train_params
 
-from .helpers import Pipeline, train_params
+from .helpers import Pipeline
 
 
 @pytest.fixture(scope="module")
@@ -61,9 +62,11 @@ def test_store_skips_a_corrupt_newest_checkpoint(
 
 def _fault_params(checkpoint_dir: Path) -> dict:
     return train_params(
+        override("trainer.checkpoint.dir", str(checkpoint_dir)),
+        "trainer.checkpoint.every_n_steps=20",
+        "trainer.checkpoint.keep=3",
         epochs=6,
         batch_size=16,
-        checkpoint={"dir": str(checkpoint_dir), "every_n_steps": 20, "keep": 3},
         shuffle_buffer_rows=700,
     )
 
@@ -122,15 +125,19 @@ def test_two_ranks_match_one_rank_with_the_same_global_batch(
     pipeline: Pipeline, sharded: Path, tmp_path: Path, accumulate: int
 ) -> None:
     assert len(list((sharded / "train").glob("part-*.parquet"))) == 4
-    params = train_params(
-        epochs=1, batch_size=64, shuffle_buffer_rows=600, accumulate=accumulate, grad_clip=1.0
-    )
-    params["model"]["dropout"] = 0.0  # dropout draws differ per rank by design
+    trainer = {
+        "epochs": 1,
+        "batch_size": 64,
+        "shuffle_buffer_rows": 600,
+        "accumulate": accumulate,
+        "grad_clip": 1.0,
+    }
+    no_dropout = "model.dropout=0.0"  # dropout draws differ per rank by design
     inputs = _inputs(pipeline, sharded)
-    one = train.run(inputs, params, {"model": str(tmp_path / "one")})
+    one = train.run(inputs, train_params(no_dropout, **trainer), {"model": str(tmp_path / "one")})
     two = train.run(
         inputs,
-        train_params(**params["trainer"], procs_per_node=2) | {"model": params["model"]},
+        train_params(no_dropout, **trainer, procs_per_node=2),
         {"model": str(tmp_path / "two")},
     )
     assert one["world_size"] == 1 and two["world_size"] == 2
@@ -152,13 +159,19 @@ def test_rank_errors_surface_with_their_class(pipeline: Pipeline, tmp_path: Path
 
 @pytest.mark.slow
 def test_fsdp_two_ranks_match_one_rank(pipeline: Pipeline, sharded: Path, tmp_path: Path) -> None:
-    params = train_params(epochs=1, batch_size=64, grad_clip=1.0)
-    params["model"]["dropout"] = 0.0
+    trainer = {"epochs": 1, "batch_size": 64, "grad_clip": 1.0}
     inputs = _inputs(pipeline, sharded)
-    one = train.run(inputs, params, {"model": str(tmp_path / "one")})
-    sharded_params = train_params(**params["trainer"], procs_per_node=2, strategy="fsdp")
-    sharded_params["model"] = params["model"]
-    sharded_params["trainer"]["checkpoint"] = {"dir": str(tmp_path / "ck"), "every_n_steps": 5}
+    one = train.run(
+        inputs, train_params("model.dropout=0.0", **trainer), {"model": str(tmp_path / "one")}
+    )
+    sharded_params = train_params(
+        "model.dropout=0.0",
+        override("trainer.checkpoint.dir", str(tmp_path / "ck")),
+        "trainer.checkpoint.every_n_steps=5",
+        **trainer,
+        procs_per_node=2,
+        strategy="fsdp",
+    )
     two = train.run(inputs, sharded_params, {"model": str(tmp_path / "two")})
     assert two["world_size"] == 2 and two["checkpoint_seconds"] > 0
     model_one, _, _ = load_model(str(tmp_path / "one"))
@@ -193,8 +206,13 @@ def _alive(pid: int) -> bool:
 @pytest.mark.fault
 @pytest.mark.slow
 def test_sigkill_of_the_step_kills_its_ranks(pipeline: Pipeline, tmp_path: Path) -> None:
-    params = train_params(epochs=200, batch_size=16, procs_per_node=2)
-    params["trainer"]["checkpoint"] = {"dir": str(tmp_path / "ck"), "every_n_steps": 5}
+    params = train_params(
+        override("trainer.checkpoint.dir", str(tmp_path / "ck")),
+        "trainer.checkpoint.every_n_steps=5",
+        epochs=200,
+        batch_size=16,
+        procs_per_node=2,
+    )
     command = [
         sys.executable,
         "-m",

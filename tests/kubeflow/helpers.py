@@ -7,8 +7,9 @@ from typing import Any
 
 import yaml
 
+from pipelines.builder import build_dag
 from pipelines.config.compose import compose_config
-from pipelines.dag import Dag, build_dag
+from pipelines.dag import Dag
 from pipelines.kubeflow.compiler import compile_pipeline
 
 #: The demo with every Kubernetes setting the compiler translates.

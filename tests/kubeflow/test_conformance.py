@@ -34,7 +34,8 @@ from kfp.components import load_component_from_file
 from pipelines.config.compose import compose_config
 from pipelines.kubeflow.compiler import write_pipeline
 from pipelines.kubeflow.launch import RUN_ID_TOKEN
-from pipelines.local.runner import RunResult, run_local
+from pipelines.local.records import RunResult
+from pipelines.local.runner import run_local
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 

@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 import yaml
 
+from pipelines.builder import build_dag
 from pipelines.config.compose import compose_config
-from pipelines.dag import Resources, Toleration, build_dag
+from pipelines.dag import Resources, Toleration
 from pipelines.errors import ConfigError
 from pipelines.kubeflow import trainjob
 from pipelines.kubeflow.compiler import compile_pipeline

@@ -8,10 +8,11 @@ from datetime import datetime
 
 import pytest
 
+from pipelines.builder import build_dag
 from pipelines.config.compose import compose_config
-from pipelines.dag import build_dag
 from pipelines.errors import ConfigError
-from pipelines.local.runner import RunResult, run_local
+from pipelines.local.records import RunResult
+from pipelines.local.runner import run_local
 from pipelines.report import write_report
 from pipelines.tuning import trials
 

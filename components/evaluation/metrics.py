@@ -7,23 +7,18 @@ import torch
 from sklearn import metrics as skm
 
 from components.errors import DataError
+from components.names import VALIDATION_METRICS
 
-__all__ = ["VALIDATION_NAMES", "validation", "validation_names"]
-
-VALIDATION_NAMES = {
-    "binary": ("val_loss", "val_roc_auc", "val_accuracy"),
-    "multiclass": ("val_loss", "val_accuracy", "val_f1_macro"),
-    "regression": ("val_loss", "val_rmse", "val_mae", "val_r2"),
-}
+__all__ = ["validation", "validation_names"]
 
 
 def validation_names(task: str) -> list[str]:
     """The validation metric names the train step reports for ``task``."""
-    return list(VALIDATION_NAMES[task])
+    return list(VALIDATION_METRICS[task])
 
 
 def validation(task: str, logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-    """Validation metrics of ``task`` (see :data:`VALIDATION_NAMES`) from float64 logits."""
+    """The validation metrics of ``task`` (``names.VALIDATION_METRICS``) from float64 logits."""
     y = labels.numpy()
     if task == "binary":
         loss = torch.nn.functional.binary_cross_entropy_with_logits(logits[:, 0], labels.double())

@@ -8,9 +8,10 @@ import sys
 
 import pytest
 
+from pipelines.builder import build_dag
 from pipelines.config.compose import compose_config
 from pipelines.config.schema import StepResources
-from pipelines.dag import RUN_ID, Dag, Ref, Resources, Step, Uri, build_dag
+from pipelines.dag import RUN_ID, Dag, Ref, Resources, Step, Uri
 
 
 def _dag(*overrides: str) -> Dag:
@@ -138,7 +139,7 @@ def test_etl_params_carry_data_options_transforms_and_checks() -> None:
     )
     etl = dag.step("etl")
     assert etl.inputs == {"source": Uri("s3://bucket/raw/*.jsonl")}
-    assert etl.params["storage_options"] == {
+    assert etl.params["source"]["storage_options"] == {
         "endpoint_override": "http://127.0.0.1:9000",
         "scheme": "http",
     }
@@ -149,9 +150,18 @@ def test_etl_params_carry_data_options_transforms_and_checks() -> None:
 
 
 def test_batch_map_fans_out_over_the_scoring_shards() -> None:
-    dag = _dag("experiment=signals", "inference.shards=3")
+    dag = _dag("experiment=signals", "etl.scoring_shards=3")
+    assert dag.step("etl").params["shards"] == 3
     step = dag.step("batch_map")
     assert step.fan_out is not None and step.fan_out.items == (0, 1, 2)
     assert step.inputs == {"scoring": Ref("etl", "scoring")}
     assert dag.step("batch_map_merge").inputs == {"mapped": Ref("batch_map", "mapped")}
     assert step.params["function"]["_target_"] == "components.examples.signals.welch_psd"
+
+
+def test_etl_scoring_shards_follow_inference_shards_unless_set() -> None:
+    dag = _dag("inference.shards=6")
+    assert dag.step("etl").params["shards"] == 6
+    assert dag.step("infer").fan_out.items == tuple(range(6))
+    prepare_only = _dag("stages=[etl]", "etl.scoring_shards=2")
+    assert prepare_only.step("etl").params["shards"] == 2

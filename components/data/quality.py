@@ -36,12 +36,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from components.errors import DataError, ParamError
-from components.io import write_json
+from components.io.files import write_json
+from components.names import QUALITY_JSON, QUALITY_MARKDOWN
 
 __all__ = [
     "CHECKS",
-    "QUALITY_JSON",
-    "QUALITY_MARKDOWN",
     "Check",
     "Profile",
     "evaluate",
@@ -53,8 +52,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-QUALITY_JSON = "quality.json"
-QUALITY_MARKDOWN = "quality.md"
 CHECKS = ("type", "not_null", "null_fraction", "range", "allowed", "unique", "row_count", "drift")
 LEVELS = ("warn", "error")
 STAGES = ("raw", "prepared")

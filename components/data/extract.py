@@ -23,7 +23,7 @@ import logging
 import os
 import re
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -35,7 +35,8 @@ import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from components.errors import DataError, ParamError
-from components.io import ParquetSink
+from components.io.files import ParquetSink
+from components.params import SourceParams
 
 __all__ = [
     "FORMATS",
@@ -49,6 +50,7 @@ __all__ = [
     "open_source",
     "parse_type",
     "read_batches",
+    "source_options",
 ]
 
 log = logging.getLogger(__name__)
@@ -173,43 +175,51 @@ class SourceOptions:
         batch_rows: Approximate rows per record batch.
     """
 
-    format: str = "auto"
-    delimiter: str = ","
-    quote_char: str | None = '"'
-    header: bool = True
-    column_names: tuple[str, ...] | None = None
-    skip_rows: int = 0
-    null_values: tuple[str, ...] | None = None
-    columns: dict[str, str | pa.DataType] = field(default_factory=dict)
-    id_column: str | None = None
-    storage_options: dict[str, Any] = field(default_factory=dict)
-    batch_rows: int = 32_768
+    format: str
+    delimiter: str
+    quote_char: str | None
+    header: bool
+    column_names: tuple[str, ...] | None
+    skip_rows: int
+    null_values: tuple[str, ...] | None
+    columns: dict[str, str | pa.DataType]
+    id_column: str | None
+    storage_options: dict[str, Any]
+    batch_rows: int
 
     @classmethod
-    def from_params(cls, params: dict[str, Any]) -> SourceOptions:
-        """Build options from etl params (``format``, ``csv``, ``columns``, ...)."""
-        csv = dict(params.get("csv") or {})
-        fmt = params.get("format", "auto")
-        if fmt not in (*FORMATS, "auto"):
-            raise ParamError(f"format {fmt!r} is not supported; expected one of {FORMATS}/auto")
-        names = csv.get("column_names")
-        nulls = csv.get("null_values")
+    def of(cls, source: SourceParams, *, id_column: str | None) -> SourceOptions:
+        """The options of a step's ``source`` params (see :class:`components.params.SourceParams`).
+
+        Raises:
+            ParamError: an unknown format or declared column type.
+        """
+        if source.format not in (*FORMATS, "auto"):
+            raise ParamError(
+                f"format {source.format!r} is not supported; expected one of {FORMATS}/auto"
+            )
+        csv = source.csv
         options = cls(
-            format=fmt,
-            delimiter=csv.get("delimiter", ","),
-            quote_char=csv.get("quote_char", '"'),
-            header=bool(csv.get("header", True)),
-            column_names=tuple(names) if names else None,
-            skip_rows=int(csv.get("skip_rows", 0)),
-            null_values=tuple(nulls) if nulls is not None else None,
-            columns=dict(params.get("columns") or {}),
-            id_column=params.get("id_column"),
-            storage_options=dict(params.get("storage_options") or {}),
-            batch_rows=int(params.get("batch_rows", 32_768)),
+            format=source.format,
+            delimiter=csv.delimiter,
+            quote_char=csv.quote_char,
+            header=csv.header,
+            column_names=tuple(csv.column_names) if csv.column_names else None,
+            skip_rows=csv.skip_rows,
+            null_values=tuple(csv.null_values) if csv.null_values is not None else None,
+            columns=dict(source.columns),
+            id_column=id_column,
+            storage_options=dict(source.storage_options),
+            batch_rows=source.batch_rows,
         )
         for name, type_name in options.columns.items():
             parse_type(type_name, f"columns.{name}")
         return options
+
+
+def source_options(source: SourceParams | None, id_column: str | None) -> SourceOptions | None:
+    """:meth:`SourceOptions.of` ``source``; None when a step reads no outside data."""
+    return None if source is None else SourceOptions.of(source, id_column=id_column)
 
 
 @dataclass

@@ -20,10 +20,10 @@ from torch import nn
 
 from components.errors import ParamError
 from components.model_artifact import scores_from_logits
+from components.names import OPTIMIZATIONS
 
 __all__ = [
     "AUTO_BATCH_SIZES",
-    "OPTIMIZATIONS",
     "activation_bytes_per_row",
     "choose_batch_size",
     "optimize_model",
@@ -34,7 +34,6 @@ log = logging.getLogger(__name__)
 #: Batch sizes ``auto`` tries (PERF-NOTES: throughput is flat from ~1k to 16k rows on CPU).
 AUTO_BATCH_SIZES = (256, 512, 1024, 2048, 4096, 8192, 16_384, 32_768)
 #: What ``inference.optimize`` may list, applied in this order.
-OPTIMIZATIONS = ("quantize", "torchscript", "compile")
 
 
 def activation_bytes_per_row(model: nn.Module, input_dim: int) -> int:

@@ -2,7 +2,7 @@
 
 An etl ``scoring`` output already holds one ``shard-<k>.parquet`` per shard and a manifest
 with the id column and row counts. Any other source is found as the etl step finds its
-source (:func:`components.extract.open_source`: a file, folder or glob, local or behind a
+source (:func:`components.data.extract.open_source`: a file, folder or glob, local or behind a
 ``file://``, ``s3://`` or ``gs://`` URI; CSV, JSON Lines or Parquet; the same ``data.*``
 options) and cut into units from file metadata alone, so that every shard step and the
 publish step agree on the split without talking to each other: Parquet rows, in file and
@@ -12,10 +12,10 @@ together; CSV and JSON Lines files, whose row counts would take a pass to learn,
 round-robin as whole files.
 
 Parquet is read directly (column projection, no pre-buffering, on the calling thread). CSV
-and JSON Lines go through :func:`components.extract.read_batches`, so they are parsed and
+and JSON Lines go through :func:`components.data.extract.read_batches`, so they are parsed and
 cast as etl would (the id column as text), with the column types of the source's first
 file in every shard; rows that cannot be read go to a reject callback, which the infer
-step turns into ``_rejects-<k>.parquet`` (:class:`components.extract.Rejects`).
+step turns into ``_rejects-<k>.parquet`` (:class:`components.data.extract.Rejects`).
 """
 
 from __future__ import annotations
@@ -35,10 +35,17 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from components import extract
+from components.data import extract
+from components.data.extract import Reject, SourceOptions
 from components.errors import DataError
-from components.extract import Reject, SourceOptions
-from components.io import MANIFEST_FILE, read_manifest, scoring_shard_path
+from components.io.files import read_manifest, scoring_shard_path
+from components.names import (
+    MANIFEST_FILE,
+    MODEL_META_FILE,
+    part_file,
+    shard_marker_file,
+    shard_rejects_file,
+)
 
 __all__ = [
     "ScoringPlan",
@@ -52,6 +59,21 @@ __all__ = [
 
 _EDGE_BYTES = 1 << 16
 _TEXT_FORMATS = ("csv", "jsonl")
+#: How an etl scoring set is read: local Parquet shards the etl step wrote, in batches of
+#: this many rows (the scorer re-slices them to its own batch size).
+_SCORING_SET = SourceOptions(
+    format="parquet",
+    delimiter=",",
+    quote_char='"',
+    header=True,
+    column_names=None,
+    skip_rows=0,
+    null_values=None,
+    columns={},
+    id_column=None,
+    storage_options={},
+    batch_rows=32_768,
+)
 
 
 @dataclass(frozen=True)
@@ -81,14 +103,14 @@ class ScoringPlan:
     shards: tuple[tuple[Unit, ...], ...]
     format: str = "parquet"
     fs: pafs.FileSystem = field(default_factory=pafs.LocalFileSystem, compare=False)
-    options: SourceOptions = field(default_factory=SourceOptions, compare=False)
+    options: SourceOptions = field(default_factory=lambda: _SCORING_SET, compare=False)
     etl_rows: tuple[int, ...] | None = None
 
     def expected_rows(self, shard: int) -> int:
         """Input rows of shard ``shard``: each must get a prediction or be rejected.
 
         Parquet rows come from the footers; CSV and JSON Lines records are counted by a
-        parse-only pass of their own (:func:`components.extract.count_records`).
+        parse-only pass of their own (:func:`components.data.extract.count_records`).
         """
         if self.etl_rows is not None:
             return self.etl_rows[shard]
@@ -202,20 +224,20 @@ class ScoringPlan:
 
 def part_path(directory: str, shard: int) -> str:
     """The predictions file of shard ``shard``."""
-    return os.path.join(directory, f"part-{shard:05d}.parquet")
+    return os.path.join(directory, part_file(shard))
 
 
 def marker_path(directory: str, shard: int) -> str:
     """The commit marker of shard ``shard``, written after its predictions file."""
-    return os.path.join(directory, f"_shard-{shard:05d}.json")
+    return os.path.join(directory, shard_marker_file(shard))
 
 
 def rejects_path(directory: str, shard: int) -> str:
     """The quarantined rows of shard ``shard`` (only when it rejected any)."""
-    return os.path.join(directory, f"_rejects-{shard:05d}.parquet")
+    return os.path.join(directory, shard_rejects_file(shard))
 
 
-def plan_scoring(source: str, shards: int, options: SourceOptions) -> ScoringPlan:
+def plan_scoring(source: str, shards: int, options: SourceOptions | None) -> ScoringPlan:
     """Split ``source`` into ``shards`` shards.
 
     Args:
@@ -224,6 +246,7 @@ def plan_scoring(source: str, shards: int, options: SourceOptions) -> ScoringPla
         shards: The fan-out width; an etl scoring set must have exactly this many shards.
         options: How to find and parse external data (the etl step's source options);
             ``options.id_column`` keys its predictions (an etl scoring set records its own).
+            None when only an etl scoring set is expected.
     """
     if "://" not in source and os.path.isfile(os.path.join(source, MANIFEST_FILE)):
         manifest = read_manifest(source)
@@ -240,6 +263,11 @@ def plan_scoring(source: str, shards: int, options: SourceOptions) -> ScoringPla
             )
         units = tuple((Unit(scoring_shard_path(source, k)),) for k in range(len(counts)))
         return ScoringPlan(source, manifest["id_column"], units, etl_rows=counts)
+    if options is None:
+        raise DataError(
+            f"{source} is not an etl scoring set (it has no {MANIFEST_FILE}); score outside "
+            "data with inference.data_uri in a run without the etl stage"
+        )
     if options.id_column is None:
         raise DataError(
             f"no id column is known for {source}, so predictions cannot be keyed; set "
@@ -275,7 +303,7 @@ def local_model(uri: str, storage_options: dict[str, Any]) -> Iterator[str]:
         raise DataError(
             f"model {uri} cannot be listed: {e}; check inference.model_uri and data.storage_options"
         ) from None
-    if not any(info.is_file and info.base_name == "model.json" for info in found):
+    if not any(info.is_file and info.base_name == MODEL_META_FILE for info in found):
         raise DataError(
             f"{uri} holds no model.json; point inference.model_uri at a model artifact "
             "directory (a train step's model output)"

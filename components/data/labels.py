@@ -17,11 +17,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from components.errors import DataError, ParamError
-from components.io import iter_batches
+from components.io.files import iter_batches
+from components.names import TASKS
 
-__all__ = ["MAX_CLASSES", "TASKS", "Target", "fit_target"]
+__all__ = ["MAX_CLASSES", "Target", "fit_target"]
 
-TASKS = ("binary", "multiclass", "regression")
 MAX_CLASSES = 1000  # more distinct labels than this is almost surely a regression target
 READ_BATCH_ROWS = 262_144
 

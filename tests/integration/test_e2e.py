@@ -11,7 +11,8 @@ import pyarrow.dataset as ds
 import pytest
 
 from pipelines.config.compose import compose_config
-from pipelines.local.runner import RunResult, run_local
+from pipelines.local.records import RunResult
+from pipelines.local.runner import run_local
 from pipelines.report import write_report
 
 pytestmark = pytest.mark.integration

@@ -22,10 +22,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from components.errors import DataError, ParamError
+from components.names import MANIFEST_FILE, SPLITS
 
 __all__ = [
-    "MANIFEST_FILE",
-    "SPLITS",
     "ParquetSink",
     "atomic_path",
     "iter_batches",
@@ -40,8 +39,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-MANIFEST_FILE = "_manifest.json"
-SPLITS = ("train", "validation", "test")
 ROW_GROUP_ROWS = 131_072  # PERF-NOTES: >= 128k rows per row group keeps files small
 
 

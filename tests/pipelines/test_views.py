@@ -7,8 +7,9 @@ import subprocess
 
 import pytest
 
+from pipelines.builder import build_dag
 from pipelines.config.compose import compose_config
-from pipelines.dag import build_dag, memory_bytes
+from pipelines.dag import memory_bytes
 from pipelines.views import dag_dot, resource_budget
 
 

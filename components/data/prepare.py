@@ -4,7 +4,7 @@ A :class:`Prepare` turns a raw record batch into the columns the feature spec en
 this order: rename, null fills and clipping, derived columns from arithmetic expressions,
 timestamp parts (fills and clips of derived columns after them), user transforms named by
 import path (``_target_``), then select/drop. ETL applies it to
-every row it writes, and :class:`components.features.FeatureSpec` stores it and applies it
+every row it writes, and :class:`components.data.features.FeatureSpec` stores it and applies it
 again before encoding, so scoring raw rows gives the same features as scoring ETL output.
 That works because every step is idempotent: renames apply when the old name is present,
 derived columns, timestamp parts and user transforms run only when their output columns are
@@ -26,8 +26,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from components.binding import bind_target
 from components.errors import DataError, ParamError
-from components.targets import bind_target
 
 __all__ = ["TIMESTAMP_PARTS", "Prepare"]
 

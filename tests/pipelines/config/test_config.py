@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import inspect
 import subprocess
@@ -9,9 +10,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
+from omegaconf import MISSING
 
+from pipelines.builder import build_dag
 from pipelines.config.compose import compose_config, packaged_config_dir
-from pipelines.dag import build_dag
+from pipelines.config.schema import Config
 
 
 def test_default_composition_is_the_demo() -> None:
@@ -65,10 +69,11 @@ def test_scoring_only_runs_take_object_store_uris() -> None:
     ).config
     dag = build_dag(config)
     infer = dag.step("infer")
-    assert infer.params["format"] == "jsonl"
+    assert infer.params["source"]["format"] == "jsonl"
     assert infer.params["storage_options"] == {"endpoint_override": "http://minio:9000"}
+    assert infer.params["source"]["storage_options"] == infer.params["storage_options"]
     assert infer.params["max_reject_fraction"] == 0.0
-    assert dag.step("publish").params["csv"] == infer.params["csv"]
+    assert dag.step("publish").params["source"] == infer.params["source"]
 
 
 def test_user_config_dir_is_searched_first(tmp_path: Path) -> None:
@@ -137,6 +142,8 @@ BAD_CONFIGS = [
         "false with data.task=regression (stratification needs class labels",
     ),
     (["inference.shards=0"], "inference.shards", ">= 1"),
+    (["etl.scoring_shards=0"], "etl.scoring_shards", ">= 1"),
+    (["etl.scoring_shards=8"], "inference.shards", "equal to etl.scoring_shards (8) when infer"),
     (["name=My_Pipeline"], "name", "a lowercase DNS-1123 label, got 'My_Pipeline'"),
     (["schedule.cron=0 2 * *"], "schedule.cron", "5 fields (minute hour day-of-month month"),
     (["schedule.cron=0 0 13 * 5"], "schedule.cron", "day"),
@@ -239,3 +246,35 @@ def test_every_packaged_option_composes_and_binds_its_model(option: str) -> None
     module, _, name = target.rpartition(".")
     signature = inspect.signature(getattr(importlib.import_module(module), name))
     signature.bind(input_dim=4, **model)
+
+
+#: Options that hold the defaults a run gets when nothing else is chosen.
+_DEFAULT_OPTIONS = ("*/default.yaml", "features/auto.yaml", "runtime/local.yaml")
+
+
+def _defaults_contradicted(node: object, values: dict, path: str) -> list[str]:
+    """Keys whose value in a default option differs from a schema default that is set."""
+    found = []
+    for key, value in values.items():
+        default = getattr(node, key)
+        if dataclasses.is_dataclass(default) and isinstance(value, dict):
+            found += _defaults_contradicted(default, value, f"{path}{key}.")
+        elif default not in (None, MISSING, {}, []) and default != value:
+            found.append(f"{path}{key}: schema {default!r}, option {value!r}")
+    return found
+
+
+def test_default_options_never_contradict_the_schema_defaults() -> None:
+    """The schema is the one place defaults live: a default option may fill what the schema
+    leaves unset (and document every knob), never state another value for a knob."""
+    root = packaged_config_dir()
+    groups = {f.name: f for f in dataclasses.fields(Config)}
+    contradicted = []
+    for pattern in _DEFAULT_OPTIONS:
+        for file in sorted(root.glob(pattern)):
+            group = groups[file.parent.name]
+            node = group.default_factory() if callable(group.default_factory) else group.default
+            if dataclasses.is_dataclass(node):
+                values = yaml.safe_load(file.read_text()) or {}
+                contradicted += _defaults_contradicted(node, values, f"{file.parent.name}.")
+    assert contradicted == []

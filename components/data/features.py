@@ -14,9 +14,9 @@ drift. Encoding, per column role:
 * timestamp: hour, day of week and month as sin/cos pairs (0 when null), plus days since
   the Unix epoch standardised like a numeric column.
 
-Before encoding, the spec applies its row-level transforms (:class:`components.prepare.Prepare`:
-renames, derived columns, fills, clips, user transforms), which are idempotent, so raw rows
-and ETL output rows give identical features.
+Before encoding, the spec applies its row-level transforms
+(:class:`components.data.prepare.Prepare`: renames, derived columns, fills, clips, user
+transforms), which are idempotent, so raw rows and ETL output rows give identical features.
 """
 
 from __future__ import annotations
@@ -37,12 +37,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from components.arrays import numbers, strings
+from components.data.prepare import Prepare
 from components.errors import DataError, ParamError
-from components.prepare import Prepare
+from components.io.arrays import numbers, strings
+from components.names import FEATURE_SPEC_FILE
 
 __all__ = [
-    "FEATURE_SPEC_FILE",
     "CategoricalColumn",
     "FeatureSpec",
     "FeatureSpecAccumulator",
@@ -54,7 +54,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-FEATURE_SPEC_FILE = "feature_spec.json"
 SCALINGS = ("standard", "minmax", "none")
 ENCODINGS = ("onehot", "index")
 OTHER = "__other__"

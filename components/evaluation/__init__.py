@@ -1,0 +1,1 @@
+"""Metrics and pictures: validation and test metrics per task, and the charts steps write."""
