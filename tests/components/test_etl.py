@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import pytest
 from components import etl
 from components.data.features import load_feature_spec
 from components.errors import DataError, ParamError
+from pipelines.errors import ConfigError
 from tests.support.params import etl_params
 
 from .helpers import Pipeline, write_csv
@@ -27,8 +29,23 @@ def _rows(start: int, stop: int) -> list[str]:
     ]
 
 
-def _run(source: Path, out: Path, **overrides: Any) -> dict[str, Any]:
-    params = etl_params(id_column="id", target="label") | overrides
+#: The columns of :data:`HEADER`'s rows.
+COLUMNS = ("data.id_column=id", "data.target=label")
+#: An etl-only run that puts every row in the train split.
+TRAIN_ONLY = (
+    "stages=[etl]",
+    "data.split.train=1.0",
+    "data.split.validation=0.0",
+    "data.split.test=0.0",
+)
+
+
+def _run(
+    source: Path, out: Path, *overrides: str, params: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Run etl on ``source`` into ``out`` with the composed params under ``overrides``."""
+    if params is None:
+        params = etl_params(*COLUMNS, *overrides)
     return etl.run(
         {"source": str(source)},
         params,
@@ -137,8 +154,8 @@ def test_shard_count_changes_only_the_scoring_output(
     (tmp_path / "source").mkdir()
     for k in range(3):  # one record batch per file
         write_csv(tmp_path / "source" / f"{k}.csv", HEADER, _rows(200 * k, 200 * (k + 1)))
-    _run(tmp_path / "source", tmp_path / "two", shards=2)
-    _run(tmp_path / "source", tmp_path / "three", shards=3)
+    _run(tmp_path / "source", tmp_path / "two", "inference.shards=2")
+    _run(tmp_path / "source", tmp_path / "three", "inference.shards=3")
     dataset = _files(tmp_path / "two" / "dataset")
     assert sorted(dataset) == [
         "_manifest.json",
@@ -158,7 +175,7 @@ def test_shard_count_changes_only_the_scoring_output(
 
 def test_without_an_id_column_whole_rows_are_hashed(tmp_path: Path) -> None:
     write_csv(tmp_path / "data.csv", HEADER, _rows(0, 300))
-    metrics = _run(tmp_path / "data.csv", tmp_path / "out", id_column=None, shards=1)
+    metrics = _run(tmp_path / "data.csv", tmp_path / "out", "stages=[etl]", "data.id_column=null")
     assert metrics["rows"] == 300
     manifest = json.loads((tmp_path / "out" / "dataset" / "_manifest.json").read_text())
     assert manifest["id_column"] is None
@@ -168,8 +185,7 @@ def test_without_an_id_column_whole_rows_are_hashed(tmp_path: Path) -> None:
 
 def test_drop_removes_columns_from_dataset_and_features(tmp_path: Path) -> None:
     write_csv(tmp_path / "data.csv", HEADER, _rows(0, 200))
-    features = etl_params()["features"] | {"drop": ["at"]}
-    _run(tmp_path / "data.csv", tmp_path / "out", features=features)
+    _run(tmp_path / "data.csv", tmp_path / "out", "features.drop=[at]")
     schema = pq.read_schema(tmp_path / "out" / "scoring" / "shard-00000.parquet")
     assert "at" not in schema.names
     assert load_feature_spec(str(tmp_path / "out" / "spec")).timestamp == ()
@@ -177,7 +193,7 @@ def test_drop_removes_columns_from_dataset_and_features(tmp_path: Path) -> None:
 
 def test_empty_shards_still_exist_with_the_schema(tmp_path: Path) -> None:
     write_csv(tmp_path / "data.csv", HEADER, _rows(0, 3))
-    _run(tmp_path / "data.csv", tmp_path / "out", shards=8, split={"train": 1.0})
+    _run(tmp_path / "data.csv", tmp_path / "out", *TRAIN_ONLY, "inference.shards=8")
     shards = sorted((tmp_path / "out" / "scoring").glob("shard-*.parquet"))
     assert len(shards) == 8
     assert sum(pq.read_metadata(p).num_rows for p in shards) == 3
@@ -187,7 +203,7 @@ def test_empty_shards_still_exist_with_the_schema(tmp_path: Path) -> None:
 def test_missing_target_names_the_available_columns(tmp_path: Path) -> None:
     write_csv(tmp_path / "data.csv", HEADER, _rows(0, 10))
     with pytest.raises(DataError) as error:
-        _run(tmp_path / "data.csv", tmp_path / "out", target="churn")
+        _run(tmp_path / "data.csv", tmp_path / "out", "data.target=churn")
     assert str(error.value) == (
         f"target 'churn' is not a column of {tmp_path / 'data.csv'}; available columns: "
         "['id', 'amount', 'kind', 'at', 'label']; set target to one of them"
@@ -211,25 +227,45 @@ def test_missing_target_names_the_available_columns(tmp_path: Path) -> None:
 def test_bad_ids_are_data_errors(tmp_path: Path, rows: list[str], message: str) -> None:
     write_csv(tmp_path / "data.csv", HEADER, rows)
     with pytest.raises(DataError, match=message):
-        _run(tmp_path / "data.csv", tmp_path / "out", split={"train": 1.0})
+        _run(tmp_path / "data.csv", tmp_path / "out", *TRAIN_ONLY)
 
 
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"split": {"train": 0.5, "validation": 0.2}}, r"split fractions .* are invalid"),
-        ({"split": {"train": 0.8, "holdout": 0.2}}, r"unknown keys \['holdout'\]"),
-        ({"shards": 0}, r"shards=0 is invalid"),
-        ({"format": "json"}, r"format 'json' is not supported"),
-        ({"target": None}, r"etl params have no target"),
+        (
+            ("data.split.train=0.5", "data.split.validation=0.2"),
+            r"data.split: expected train \+ validation \+ test = 1",
+        ),
+        (("+data.split.holdout=0.2",), r"data.split.holdout: expected one of the keys"),
+        (("inference.shards=0",), r"inference.shards: expected a number >= 1, got 0"),
+        (("data.format=json",), r"data.format: expected one of 'auto', 'csv'"),
+        (("data.target=null",), r"data.target: expected a value of the declared type"),
     ],
 )
-def test_bad_params_are_param_errors(
-    tmp_path: Path, overrides: dict[str, Any], message: str
+def test_bad_config_values_are_refused_at_composition(
+    overrides: tuple[str, ...], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        etl_params(*COLUMNS, *overrides)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda p: p["split"].update(holdout=0.2), r"etl.split: unknown key etl.split.holdout"),
+        (lambda p: p.pop("target"), r"etl: missing key etl.target"),
+        (lambda p: p.update(shards="3"), r"etl.shards: expected int, got '3'"),
+    ],
+)
+def test_off_contract_params_are_param_errors(
+    tmp_path: Path, change: Callable[[dict[str, Any]], object], message: str
 ) -> None:
     write_csv(tmp_path / "data.csv", HEADER, _rows(0, 10))
+    params = etl_params(*COLUMNS)
+    change(params)
     with pytest.raises(ParamError, match=message):
-        _run(tmp_path / "data.csv", tmp_path / "out", **overrides)
+        _run(tmp_path / "data.csv", tmp_path / "out", params=params)
 
 
 def test_missing_source_and_unparseable_rows(tmp_path: Path) -> None:
@@ -249,7 +285,7 @@ def test_delimiter_is_honoured(tmp_path: Path) -> None:
     write_csv(
         tmp_path / "data.csv", HEADER.replace(",", ";"), [r.replace(",", ";") for r in _rows(0, 50)]
     )
-    metrics = _run(tmp_path / "data.csv", tmp_path / "out", csv={"delimiter": ";"})
+    metrics = _run(tmp_path / "data.csv", tmp_path / "out", "data.csv.delimiter=';'")
     assert metrics["rows"] == 50
     schema = pq.read_schema(tmp_path / "out" / "dataset" / "train" / "part-00000.parquet")
     assert schema.field("amount").type == pa.float64()
@@ -259,14 +295,15 @@ def test_sample_rows_reads_only_the_first_rows(tmp_path: Path) -> None:
     source = tmp_path / "in.csv"
     source.write_text("id,x,y\n" + "".join(f"r{i},{i},{i % 2}\n" for i in range(500)))
     out = tmp_path / "out"
-    params = {
-        "id_column": "id",
-        "target": "y",
-        "shards": 2,
-        "batch_rows": 1024,
-        "sample_rows": 120,
-        "split": {"train": 0.6, "validation": 0.2, "test": 0.2},
-    }
+    params = etl_params(
+        "data.id_column=id",
+        "data.target=y",
+        "inference.shards=2",
+        "data.sample_rows=120",
+        "data.split.train=0.6",
+        "data.split.validation=0.2",
+        "data.split.test=0.2",
+    )
     outputs = {n: str(out / n) for n in ("dataset", "feature_spec", "scoring")}
     metrics = etl.run({"source": str(source)}, params, outputs)
     assert metrics["rows"] == 120

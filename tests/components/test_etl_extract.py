@@ -14,6 +14,7 @@ import pytest
 from components import etl
 from components.data.features import load_feature_spec
 from components.errors import DataError
+from tests.support.params import additions, etl_params, override
 
 HEADER = "id,amount,kind,at,label"
 OUTPUTS = ("dataset", "feature_spec", "scoring", "rejects", "quality")
@@ -41,16 +42,22 @@ def _write_csv(path: Path, lines: list[str], header: str = HEADER) -> Path:
     return path
 
 
-def _run(source: str | Path, out: Path, **params: Any) -> dict[str, Any]:
-    base = {
-        "id_column": "id",
-        "target": "label",
-        "split": {"train": 0.6, "validation": 0.2, "test": 0.2},
-        "shards": 2,
-        "seed": 3,
-        "batch_rows": 1024,
-    }
-    return etl.run({"source": str(source)}, base | params, {n: str(out / n) for n in OUTPUTS})
+#: The columns of :data:`HEADER`, a 60/20/20 split and two scoring shards.
+BASE = (
+    "data.id_column=id",
+    "data.target=label",
+    "data.split.train=0.6",
+    "data.split.validation=0.2",
+    "data.split.test=0.2",
+    "inference.shards=2",
+    "seed=3",
+)
+
+
+def _run(source: str | Path, out: Path, *overrides: str) -> dict[str, Any]:
+    """Run etl on ``source`` into ``out`` with the composed params under ``overrides``."""
+    params = etl_params(*BASE, *overrides)
+    return etl.run({"source": str(source)}, params, {n: str(out / n) for n in OUTPUTS})
 
 
 def _ids(out: Path) -> list[str]:
@@ -71,12 +78,10 @@ def test_csv_options_delimiter_quotes_and_no_header(tmp_path: Path) -> None:
     metrics = _run(
         source,
         tmp_path / "out",
-        csv={
-            "delimiter": ";",
-            "quote_char": "'",
-            "header": False,
-            "column_names": HEADER.split(","),
-        },
+        override("data.csv.delimiter", ";"),
+        override("data.csv.quote_char", "'"),
+        "data.csv.header=false",
+        override("data.csv.column_names", HEADER.split(",")),
     )
     assert metrics["rows"] == 60 and metrics["rows_rejected"] == 0
     assert _ids(tmp_path / "out") == EXPECTED
@@ -132,8 +137,8 @@ def test_malformed_csv_rows_are_quarantined_with_reason_and_exact_accounting(
     metrics = _run(
         source,
         out,
-        columns={"amount": "float64", "at": "timestamp[s]"},
-        max_reject_fraction=0.1,
+        *additions("data.columns", {"amount": "float64", "at": "timestamp[s]"}),
+        "etl.max_reject_fraction=0.1",
     )
     assert (metrics["rows_in"], metrics["rows"], metrics["rows_rejected"]) == (60, 57, 3)
     rejects = {r["record"].split(",")[0].strip('{"id: '): r for r in _rejects(out)}
@@ -157,7 +162,7 @@ def test_malformed_jsonl_lines_are_quarantined(tmp_path: Path) -> None:
     text[7] = json.dumps(_rows(7, 8)[0] | {"amount": "lots"})  # a string for a number
     (tmp_path / "in.jsonl").write_text("\n".join(text) + "\n")
     out = tmp_path / "out"
-    metrics = _run(tmp_path / "in.jsonl", out, max_reject_fraction=0.1)
+    metrics = _run(tmp_path / "in.jsonl", out, "etl.max_reject_fraction=0.1")
     assert (metrics["rows_in"], metrics["rows"], metrics["rows_rejected"]) == (30, 28, 2)
     by_line = {r["line"]: r["reason"] for r in _rejects(out)}
     assert sorted(by_line) == [4, 8]
@@ -171,7 +176,12 @@ def test_too_many_rejects_fail_with_the_first_reason(tmp_path: Path) -> None:
     lines[3] = "r3,y,a,2024-01-01T00:00:00,0"
     source = _write_csv(tmp_path / "in.csv", lines)
     with pytest.raises(DataError) as error:
-        _run(source, tmp_path / "out", columns={"amount": "float64"}, max_reject_fraction=0.05)
+        _run(
+            source,
+            tmp_path / "out",
+            *additions("data.columns", {"amount": "float64"}),
+            "etl.max_reject_fraction=0.05",
+        )
     assert str(error.value) == (
         "2 of 20 rows (10.00%) could not be read, more than max_reject_fraction=0.05; first: "
         f"{source} row 3: column 'amount': cannot parse 'x' as double; fix the source or "
@@ -193,8 +203,12 @@ def test_s3_glob_source_through_a_local_s3_server(
             f.write(("\n".join([HEADER, *lines]) + "\n").encode())
     storage = {k: v for k, v in s3_server.items() if k != "allow_bucket_creation"}
     out = tmp_path / "out"
-    metrics = _run("s3://raw-data/in/part-*.csv", out, storage_options=storage)
+    metrics = _run("s3://raw-data/in/part-*.csv", out, *additions("data.storage_options", storage))
     assert metrics["rows"] == 60
     assert _ids(out) == EXPECTED
     with pytest.raises(DataError, match=r"s3://raw-data/none/\*.csv matches no"):
-        _run("s3://raw-data/none/*.csv", tmp_path / "out2", storage_options=storage)
+        _run(
+            "s3://raw-data/none/*.csv",
+            tmp_path / "out2",
+            *additions("data.storage_options", storage),
+        )

@@ -16,21 +16,25 @@ from components import etl
 from components.data.features import load_feature_spec
 from components.data.prepare import Prepare
 from components.errors import DataError, ParamError
+from tests.support.params import additions, etl_params, override, step_params
 
 OUTPUTS = ("dataset", "feature_spec", "scoring", "rejects", "quality")
-FEATURES: dict[str, Any] = {
-    "rename": {"amt": "amount"},
-    "derive": {"amount_per_day": "amount / (days + 1)", "big": "amount > 10"},
-    "timestamp_parts": {"at": ["hour", "day_of_week"]},
-    "fill": {"days": 0},
-    "clip": {"amount": [0, 20]},
-    "transforms": [
-        {"_target_": "tests.components.test_etl_quality.add_kind_code", "adds": ["kind_code"]}
-    ],
-    "drop": ["note"],
-    "scaling": "minmax",
-    "encoding": "index",
-}
+DERIVE = {"amount_per_day": "amount / (days + 1)", "big": "amount > 10"}
+#: The declared transforms of most tests here, without their ``fill``.
+TRANSFORMS = (
+    *additions("features.rename", {"amt": "amount"}),
+    *additions("features.derive", DERIVE),
+    *additions("features.timestamp_parts", {"at": ["hour", "day_of_week"]}),
+    *additions("features.clip", {"amount": [0, 20]}),
+    override(
+        "features.transforms",
+        [{"_target_": "tests.components.test_etl_quality.add_kind_code", "adds": ["kind_code"]}],
+    ),
+    "features.drop=[note]",
+    "features.scaling=minmax",
+    "features.encoding=index",
+)
+FEATURES = (*TRANSFORMS, *additions("features.fill", {"days": 0}))
 
 
 def add_kind_code(batch: pa.RecordBatch, *, offset: int = 0) -> pa.RecordBatch:
@@ -51,17 +55,23 @@ def _write(path: Path, start: int, stop: int) -> Path:
     return path
 
 
-def _run(source: Path, out: Path, **params: Any) -> dict[str, Any]:
-    base = {
-        "id_column": "id",
-        "target": "label",
-        "split": {"train": 0.6, "validation": 0.2, "test": 0.2},
-        "shards": 2,
-        "seed": 5,
-        "batch_rows": 1024,
-        "features": FEATURES,
-    }
-    return etl.run({"source": str(source)}, base | params, {n: str(out / n) for n in OUTPUTS})
+def _run(
+    source: Path, out: Path, *overrides: str, features: tuple[str, ...] = FEATURES
+) -> dict[str, Any]:
+    """Run etl on ``source`` into ``out``: a 60/20/20 split into two scoring shards, the
+    ``features`` overrides, then ``overrides``."""
+    params = etl_params(
+        "data.id_column=id",
+        "data.target=label",
+        "data.split.train=0.6",
+        "data.split.validation=0.2",
+        "data.split.test=0.2",
+        "inference.shards=2",
+        "seed=5",
+        *features,
+        *overrides,
+    )
+    return etl.run({"source": str(source)}, params, {n: str(out / n) for n in OUTPUTS})
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +93,7 @@ def test_declared_transforms_shape_the_written_rows(prepared: Path) -> None:
     assert r29["big"] == 1.0
     spec = load_feature_spec(str(prepared / "out" / "feature_spec"))
     assert spec.encoding == "index" and spec.scaling == "minmax"
-    assert spec.prepare["derive"] == FEATURES["derive"]
+    assert spec.prepare["derive"] == DERIVE
 
 
 def test_the_feature_spec_gives_identical_features_for_raw_and_etl_rows(prepared: Path) -> None:
@@ -115,7 +125,18 @@ def test_inference_scores_raw_rows_like_etl_rows(prepared: Path, tmp_path: Path)
     for name, data, shards in sources:
         out = tmp_path / name
         for shard in range(shards):
-            params = {"shard": shard, "shards": shards, "id_column": "id", "batch_size": 64}
+            params = step_params(
+                "infer",
+                *(
+                    ("stages=[infer]", "inference.data_uri=in.csv", "inference.model_uri=model")
+                    if name == "raw"
+                    else ()
+                ),
+                f"inference.shards={shards}",
+                "data.id_column=id",
+                "inference.batch_size=64",
+                item=shard,
+            )
             inputs = {"scoring": str(data), "model": str(tmp_path / "model")}
             infer.run(inputs, params, {"predictions": str(out)})
         table = pq.read_table(out, columns=["id", "score"])
@@ -127,7 +148,7 @@ def test_inference_scores_raw_rows_like_etl_rows(prepared: Path, tmp_path: Path)
 
 
 def test_prepare_is_idempotent_and_checks_expressions() -> None:
-    prepare = Prepare.from_dict(FEATURES)
+    prepare = Prepare.from_dict(etl_params(*FEATURES)["features"])
     raw = pacsv.read_csv(
         pa.py_buffer(b"id,amt,days,kind,at,label,note\nr1,30,,ab,2024-01-01T05:00:00,1,x\n")
     ).to_batches()[0]
@@ -141,8 +162,8 @@ def test_prepare_is_idempotent_and_checks_expressions() -> None:
 
 def test_drop_nulls_rows_are_rejected_and_counted(tmp_path: Path) -> None:
     source = _write(tmp_path / "in.csv", 0, 70)
-    features = FEATURES | {"fill": {}, "drop_nulls": ["days"]}
-    metrics = _run(source, tmp_path / "out", features=features, max_reject_fraction=0.5)
+    features = (*TRANSFORMS, "features.drop_nulls=[days]")
+    metrics = _run(source, tmp_path / "out", "etl.max_reject_fraction=0.5", features=features)
     assert (metrics["rows_in"], metrics["rows"], metrics["rows_rejected"]) == (70, 60, 10)
     reasons = pq.read_table(tmp_path / "out" / "rejects" / "rejects.parquet")["reason"]
     assert set(reasons.to_pylist()) == {"column 'days': null (features.drop_nulls)"}
@@ -161,7 +182,7 @@ CHECKS = [
 
 def test_quality_report_lists_checks_and_profiles(tmp_path: Path) -> None:
     metrics = _run(
-        _write(tmp_path / "in.csv", 0, 300), tmp_path / "out", quality={"checks": CHECKS}
+        _write(tmp_path / "in.csv", 0, 300), tmp_path / "out", override("quality.checks", CHECKS)
     )
     assert (metrics["checks_failed"], metrics["checks_warned"]) == (0, 1)
     report = json.loads((tmp_path / "out" / "quality" / "quality.json").read_text())
@@ -190,7 +211,11 @@ def test_quality_report_lists_checks_and_profiles(tmp_path: Path) -> None:
 def test_a_failed_error_check_fails_etl_naming_column_value_and_threshold(tmp_path: Path) -> None:
     checks = [{"check": "range", "column": "amt", "min": 0, "max": 25}]
     with pytest.raises(DataError) as error:
-        _run(_write(tmp_path / "in.csv", 0, 100), tmp_path / "out", quality={"checks": checks})
+        _run(
+            _write(tmp_path / "in.csv", 0, 100),
+            tmp_path / "out",
+            override("quality.checks", checks),
+        )
     assert str(error.value) == (
         "quality check range on column 'amt' (raw rows): observed 15 values outside, range "
         "[0, 30], expected every value in [0, 25] (e.g. 26.0); fix the data or relax the "
@@ -216,7 +241,12 @@ def test_drift_against_a_reference_feature_spec(tmp_path: Path, prepared: Path) 
         {"check": "drift", "column": "kind", "max": 0.2, "on": "prepared", "level": "warn"},
     ]
     reference = str(prepared / "out" / "feature_spec")
-    metrics = _run(shifted, tmp_path / "out", quality={"checks": checks, "reference": reference})
+    metrics = _run(
+        shifted,
+        tmp_path / "out",
+        override("quality.checks", checks),
+        override("quality.reference", reference),
+    )
     assert metrics["checks_warned"] == 2
     report = json.loads((tmp_path / "out" / "quality" / "quality.json").read_text())
     observed = {r["name"]: r["observed"] for r in report["checks"]}
@@ -242,14 +272,14 @@ def test_rows_keep_their_split_when_rows_are_appended_with_transforms(tmp_path: 
 
 def test_the_spec_transforms_a_selection_of_its_input_columns(tmp_path: Path) -> None:
     """Training reads only ``input_columns``: transforms of other columns are skipped."""
-    features = {
-        "fill": {"days": 0, "note": "none"},
-        "clip": {"amt": [0, 10]},
-        "derive": {"log_amt": "log1p(amt)"},
-        "drop": ["at"],
-        "numeric": ["log_amt", "days"],
-        "categorical": ["kind"],
-    }
+    features = (
+        *additions("features.fill", {"days": 0, "note": "none"}),
+        *additions("features.clip", {"amt": [0, 10]}),
+        *additions("features.derive", {"log_amt": "log1p(amt)"}),
+        "features.drop=[at]",
+        "features.numeric=[log_amt,days]",
+        "features.categorical=[kind]",
+    )
     out = tmp_path / "out"
     _run(_write(tmp_path / "in.csv", 0, 100), out, features=features)
     spec = load_feature_spec(str(out / "feature_spec"))

@@ -15,6 +15,8 @@ import pytest
 from components import etl
 from components.data.extract import SourceOptions, open_source, read_batches
 from components.errors import DataError
+from components.params import EtlParams
+from tests.support.params import additions, etl_params, override
 
 from .helpers import write_csv
 
@@ -27,17 +29,19 @@ def _rows(start: int, stop: int) -> list[str]:
     return [f"r{i},{i % 17 * 1.5},{'abc'[i % 3]},{int(i % 100 < 3)}" for i in range(start, stop)]
 
 
-def _run(source: Path, out: Path, *, stratify: bool = True, **params: Any) -> dict[str, Any]:
-    base = {
-        "id_column": "id",
-        "target": "label",
-        "split": {**FRACTIONS, "stratify": stratify},
-        "shards": 2,
-        "seed": 4,
-        "batch_rows": 1024,
-    }
+def _run(source: Path, out: Path, *overrides: str, stratify: bool = True) -> dict[str, Any]:
+    """Run etl on ``source`` into ``out``: :data:`FRACTIONS`, two scoring shards."""
+    params = etl_params(
+        "data.id_column=id",
+        "data.target=label",
+        *(f"data.split.{split}={fraction}" for split, fraction in FRACTIONS.items()),
+        override("data.split.stratify", stratify),
+        "inference.shards=2",
+        "seed=4",
+        *overrides,
+    )
     outputs = ("dataset", "feature_spec", "scoring")
-    return etl.run({"source": str(source)}, base | params, {n: str(out / n) for n in outputs})
+    return etl.run({"source": str(source)}, params, {n: str(out / n) for n in outputs})
 
 
 def _splits(out: Path) -> dict[str, str]:
@@ -151,9 +155,12 @@ def test_every_format_gives_the_csv_split(tmp_path: Path, fmt: str) -> None:
 
 def test_renamed_target_and_no_id_column_are_stratified(tmp_path: Path) -> None:
     write_csv(tmp_path / "data.csv", "id,amount,kind,y", _rows(0, 1000))
-    features = {"rename": {"y": "label"}, "fill": {"amount": 0.0}}
-    _run(tmp_path / "data.csv", tmp_path / "renamed", features=features)
-    _run(tmp_path / "data.csv", tmp_path / "rows", features=features, id_column=None)
+    features = (
+        *additions("features.rename", {"y": "label"}),
+        *additions("features.fill", {"amount": 0.0}),
+    )
+    _run(tmp_path / "data.csv", tmp_path / "renamed", *features)
+    _run(tmp_path / "data.csv", tmp_path / "rows", *features, "stages=[etl]", "data.id_column=null")
     for out in ("renamed", "rows"):
         counts = _per_class(tmp_path / out)
         assert _worst_miss(counts, 1, 30) <= 1 and _worst_miss(counts, 0, 970) <= 1, out
@@ -179,7 +186,8 @@ def test_read_batches_projects_columns_with_full_read_types(tmp_path: Path, fmt:
             pq.write_table(good, source)
         else:
             source.write_text("".join(json.dumps(r) + "\n" for r in good.to_pylist()))
-    options = SourceOptions.from_params({"id_column": "id"})
+    params = EtlParams.parse(etl_params("data.id_column=id", "data.target=label"))
+    options = SourceOptions.of(params.source, id_column=params.id_column)
     fs, files, found = open_source(str(source), options)
     rejects: list[Any] = []
     full = pa.Table.from_batches(

@@ -20,6 +20,7 @@ from pipelines.dag import Dag
 
 __all__ = [
     "TEST_OVERRIDES",
+    "additions",
     "etl_params",
     "hydra_value",
     "override",
@@ -83,6 +84,15 @@ def train_params(*overrides: str, **trainer: Any) -> dict[str, Any]:
 def override(key: str, value: Any) -> str:
     """A Hydra override setting ``key`` to the Python value ``value``."""
     return f"{key}={hydra_value(value)}"
+
+
+def additions(key: str, mapping: Mapping[str, Any]) -> list[str]:
+    """Hydra overrides adding each item of ``mapping`` to the dict at ``key``.
+
+    Composed configs are struct-locked, so a key the dict lacks needs Hydra's ``+`` (as on the
+    command line: ``+data.columns.amount=float64``); ``key={...}`` would be refused.
+    """
+    return [f"+{key}.{k}={hydra_value(v)}" for k, v in mapping.items()]
 
 
 def hydra_value(value: Any) -> str:
