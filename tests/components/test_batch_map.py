@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -13,17 +14,40 @@ from scipy import signal as sps
 from components import batch_map, datagen, etl
 from components.errors import DataError, ParamError
 from components.examples.signals import welch_psd
+from pipelines.errors import ConfigError
+from tests.support.params import step_params
 
-FUNCTION = {"_target_": "components.examples.signals.welch_psd", "fs": 100.0, "nperseg": 64}
+#: The signals data (300 records in 3 etl scoring shards), read as ``experiment=signals``
+#: reads it (its columns replace the test config's churn ones).
+SIGNALS = (
+    "data=signals",
+    "data.rows=300",
+    "data.id_column=signal_id",
+    "data.target=label",
+    "etl.scoring_shards=3",
+)
+#: The ``experiment=signals`` Welch PSD map at 100 Hz with 64-sample segments, 50 rows a batch.
+WELCH = (
+    "experiment=signals",
+    *SIGNALS,
+    "batch_map.function.fs=100.0",
+    "batch_map.function.nperseg=64",
+    "batch_map.batch_rows=50",
+)
+
+
+def _with(params: dict[str, Any], **values: Any) -> dict[str, Any]:
+    """``params`` with run-time ``values`` for keys the composed params already hold."""
+    assert values.keys() <= params.keys(), sorted(values.keys() - params.keys())
+    return params | values
 
 
 @pytest.fixture(scope="module")
 def scoring(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("signals")
-    datagen.run({}, {"kind": "signals", "rows": 300, "seed": 4}, {"raw": str(root / "raw")})
+    datagen.run({}, step_params("datagen", *SIGNALS, "seed=4"), {"raw": str(root / "raw")})
     outputs = {n: str(root / n) for n in ("dataset", "feature_spec", "scoring")}
-    params = {"id_column": "signal_id", "target": "label", "shards": 3, "seed": 1}
-    etl.run({"source": str(root / "raw")}, params, outputs)
+    etl.run({"source": str(root / "raw")}, step_params("etl", *SIGNALS, "seed=1"), outputs)
     return root / "scoring"
 
 
@@ -33,12 +57,16 @@ def test_each_shard_is_mapped_and_merged_with_every_row(scoring: Path, tmp_path:
         out = tmp_path / f"mapped-{shard}"
         metrics = batch_map.run(
             {"scoring": str(scoring)},
-            {"shard": shard, "function": FUNCTION, "batch_rows": 50},
+            step_params("batch_map", *WELCH, item=shard),
             {"mapped": str(out)},
         )
         assert metrics["rows_in"] == metrics["rows_out"] > 0
         mapped.append(str(out))
-    metrics = batch_map.merge({"mapped": mapped}, {}, {"dataset": str(tmp_path / "dataset")})
+    metrics = batch_map.merge(
+        {"mapped": mapped},
+        step_params("batch_map_merge", *WELCH),
+        {"dataset": str(tmp_path / "dataset")},
+    )
     assert metrics == {"rows": 300, "parts": 3}
     manifest = json.loads((tmp_path / "dataset" / "_manifest.json").read_text())
     assert sorted(manifest["parts"]) == [f"part-0000{k}.parquet" for k in range(3)]
@@ -59,12 +87,22 @@ def test_welch_psd_matches_scipy_per_record(scoring: Path) -> None:
 
 
 def test_bad_functions_are_named(scoring: Path, tmp_path: Path) -> None:
+    # the schema refuses a batch_map stage without a function at composition...
+    with pytest.raises(ConfigError, match=r"batch_map.function._target_: expected the import"):
+        step_params("batch_map", "stages=[etl,batch_map]", *SIGNALS)
+    # ...and the step itself still names a function without _target_
+    params = _with(step_params("batch_map", *WELCH), function={})
     with pytest.raises(ParamError, match=r"batch_map.function=\{\} needs '_target_'"):
-        batch_map.run({"scoring": str(scoring)}, {"shard": 0}, {"mapped": str(tmp_path / "a")})
+        batch_map.run({"scoring": str(scoring)}, params, {"mapped": str(tmp_path / "a")})
     with pytest.raises(DataError, match=r"returned int; expected a pyarrow.RecordBatch"):
         batch_map.run(
             {"scoring": str(scoring)},
-            {"shard": 0, "function": {"_target_": "builtins.len"}},
+            step_params(
+                "batch_map",
+                "stages=[etl,batch_map]",
+                *SIGNALS,
+                "+batch_map.function._target_=builtins.len",
+            ),
             {"mapped": str(tmp_path / "b")},
         )
     assert not (tmp_path / "b" / "_manifest.json").exists()

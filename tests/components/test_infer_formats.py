@@ -13,6 +13,7 @@ import pytest
 
 from components import infer, publish
 from components.errors import DataError
+from tests.support.params import override, step_params
 
 from .helpers import Pipeline
 
@@ -52,16 +53,49 @@ def _jsonl(table: pa.Table, path: Path) -> Path:
     return path
 
 
+def _with(params: dict[str, Any], **values: Any) -> dict[str, Any]:
+    """``params`` with run-time ``values`` for keys the composed params already hold."""
+    assert values.keys() <= params.keys(), sorted(values.keys() - params.keys())
+    return params | values
+
+
+def _scoring_only(model: str, data: str, shards: int, *overrides: str) -> tuple[str, ...]:
+    """The overrides of a scoring-only run (``stages=[infer]``) of ``model`` over ``data`` in
+    ``shards`` shards, keyed by :data:`ID`."""
+    return (
+        "stages=[infer]",
+        override("inference.model_uri", model),
+        override("inference.data_uri", data),
+        f"inference.shards={shards}",
+        override("data.id_column", ID),
+        *overrides,
+    )
+
+
+def _storage(options: dict[str, Any]) -> tuple[str, ...]:
+    """``data.storage_options`` (which reach outside data and an outside model) = ``options``."""
+    return tuple(override(f"+data.storage_options.{k}", v) for k, v in options.items())
+
+
+def _infer_params(model: str, data: str, shards: int, shard: int, *overrides: str) -> dict:
+    """Branch ``shard`` of the scoring-only run's infer step, 256 rows a batch, run ``r``."""
+    composed = step_params(
+        "infer",
+        *_scoring_only(model, data, shards, "inference.batch_size=256", *overrides),
+        item=shard,
+    )
+    return _with(composed, run_id="r")
+
+
 def _score(
-    model: str, data: str, shards: int, out: Path, **params: Any
+    model: str, data: str, shards: int, out: Path, *overrides: str
 ) -> tuple[pa.Table, list[dict[str, Any]]]:
     """Score ``data`` in ``shards`` shards; return the predictions sorted by id and each
     shard's metrics."""
     metrics = [
         infer.run(
             {"scoring": data, "model": model},
-            {"shard": k, "shards": shards, "id_column": ID, "batch_size": 256, "run_id": "r"}
-            | params,
+            _infer_params(model, data, shards, k, *overrides),
             {"predictions": str(out)},
         )
         for k in range(shards)
@@ -70,10 +104,12 @@ def _score(
     return pa.concat_tables(parts).sort_by(ID), metrics
 
 
-def _publish(data: str, out: Path, shards: int, **params: Any) -> dict[str, Any]:
+def _publish(model: str, data: str, out: Path, shards: int, *overrides: str) -> dict[str, Any]:
+    """Publish the predictions in ``out`` of the scoring-only run, dated today."""
+    params = step_params("publish", *_scoring_only(model, data, shards, *overrides))
     return publish.run(
         {"predictions": str(out), "scoring": data},
-        {"shards": shards, "id_column": ID, "destination": None, "store_url": None} | params,
+        _with(params, run_id="r", run_date=""),
         {"predictions": str(out.parent / f"{out.name}-published")},
     )
 
@@ -105,7 +141,7 @@ def test_parquet_csv_and_jsonl_give_identical_predictions(
         assert [m["rejected"] for m in metrics] == [0, 0, 0]
         assert predictions.schema.field(ID).type == pa.string()
         _same(predictions, from_parquet)
-        assert _publish(str(folder), tmp_path / f"{name}-out", 3) == {
+        assert _publish(str(pipeline.model), str(folder), tmp_path / f"{name}-out", 3) == {
             "rows": rows.num_rows,
             "files": 3,
         }
@@ -120,19 +156,24 @@ def test_csv_options_and_declared_types_apply(
     fields[1] += ".0"  # an age such as "41.0": a float64, not an int64
     lines[600] = ";".join(fields)
     data.write_text("\n".join(lines) + "\n")
-    csv = {"delimiter": ";", "header": False, "column_names": rows.column_names}
-    declared = {"format": "csv", "csv": csv, "columns": {"age": "float64"}}
-    predictions, metrics = _score(str(pipeline.model), str(data), 2, tmp_path / "out", **declared)
+    model = str(pipeline.model)
+    csv = (
+        override("data.csv.delimiter", ";"),
+        "data.csv.header=false",
+        override("data.csv.column_names", rows.column_names),
+    )
+    declared = ("data.format=csv", *csv, "+data.columns.age=float64")
+    predictions, metrics = _score(model, str(data), 2, tmp_path / "out", *declared)
     assert [m["rejected"] for m in metrics] == [0, 0]
     _same(predictions, from_parquet)
-    assert _publish(str(data), tmp_path / "out", 2, **declared)["rows"] == rows.num_rows
+    assert _publish(model, str(data), tmp_path / "out", 2, *declared)["rows"] == rows.num_rows
     # undeclared, age is inferred as int64 from the first rows and "41.0" is rejected
     _, metrics = _score(
-        str(pipeline.model), str(data), 1, tmp_path / "inferred", csv=csv, max_reject_fraction=0.01
+        model, str(data), 1, tmp_path / "inferred", *csv, "etl.max_reject_fraction=0.01"
     )
     assert metrics[0]["rejected"] == 1
     with pytest.raises(DataError, match=r"export.txt lacks columns \['customer_id'"):
-        _score(str(pipeline.model), str(data), 1, tmp_path / "default-options")
+        _score(model, str(data), 1, tmp_path / "default-options")
 
 
 def test_scoring_data_and_model_from_s3(
@@ -156,24 +197,24 @@ def test_scoring_data_and_model_from_s3(
         fs.create_dir("scoring-in/day")
         with fs.open_output_stream(f"scoring-in/day/part-{k}.jsonl") as f:
             f.write(_jsonl(chunk, local / f"part-{k}.jsonl").read_bytes())
-    storage = {k: v for k, v in s3_server.items() if k != "allow_bucket_creation"}
+    storage = _storage({k: v for k, v in s3_server.items() if k != "allow_bucket_creation"})
     model, data = "s3://scoring-in/models/churn", "s3://scoring-in/day/part-*.jsonl"
-    predictions, metrics = _score(model, data, 2, tmp_path / "out", storage_options=storage)
+    predictions, metrics = _score(model, data, 2, tmp_path / "out", *storage)
     _same(predictions, from_parquet)
-    assert _publish(data, tmp_path / "out", 2, storage_options=storage)["rows"] == rows.num_rows
+    assert _publish(model, data, tmp_path / "out", 2, *storage)["rows"] == rows.num_rows
     # Parquet footers are read through the store: three equal contiguous ranges of rows
     with fs.open_output_stream("scoring-in/table/data.parquet") as f:
         pq.write_table(rows, f, row_group_size=250)
     table = "s3://scoring-in/table"
-    from_table, ranges = _score(model, table, 3, tmp_path / "pq", storage_options=storage)
+    from_table, ranges = _score(model, table, 3, tmp_path / "pq", *storage)
     _same(from_table, from_parquet)
     n = rows.num_rows
     assert [m["rows"] for m in ranges] == [n * (k + 1) // 3 - n * k // 3 for k in range(3)]
-    assert _publish(table, tmp_path / "pq", 3, storage_options=storage)["rows"] == n
+    assert _publish(model, table, tmp_path / "pq", 3, *storage)["rows"] == n
     # a re-run finds the committed shard for the same objects; a changed object is redone
     again = infer.run(
         {"scoring": data, "model": model},
-        {"shard": 0, "shards": 2, "id_column": ID, "batch_size": 256, "storage_options": storage},
+        _infer_params(model, data, 2, 0, *storage),
         {"predictions": str(tmp_path / "out")},
     )
     assert again["reused"] == 1 and again["rows"] == metrics[0]["rows"]
@@ -181,19 +222,24 @@ def test_scoring_data_and_model_from_s3(
         f.write(_jsonl(rows.slice(0, 199), local / "short.jsonl").read_bytes())
     redone = infer.run(
         {"scoring": data, "model": model},
-        {"shard": 0, "shards": 2, "id_column": ID, "batch_size": 256, "storage_options": storage},
+        _infer_params(model, data, 2, 0, *storage),
         {"predictions": str(tmp_path / "out")},
     )
     assert redone["reused"] == 0 and redone["rows"] == metrics[0]["rows"] - 1
     # an etl scoring set scored with a model from the store (stages=[etl,infer])
     etl_set = infer.run(
         {"scoring": str(pipeline.scoring), "model": model},
-        {"shard": 0, "storage_options": storage},
+        _with(
+            step_params(
+                "infer", "stages=[etl,infer]", override("inference.model_uri", model), *storage
+            ),
+            run_id="r",
+        ),
         {"predictions": str(tmp_path / "etl-set")},
     )
     assert etl_set["rows"] == rows.num_rows and etl_set["rejected"] == 0
     with pytest.raises(DataError, match=r"s3://scoring-in/nothing holds no model.json"):
-        _score("s3://scoring-in/nothing", data, 1, tmp_path / "none", storage_options=storage)
+        _score("s3://scoring-in/nothing", data, 1, tmp_path / "none", *storage)
 
 
 @pytest.fixture
@@ -215,7 +261,7 @@ def test_unreadable_rows_are_quarantined_and_counted(
 ) -> None:
     out = tmp_path / "out"
     predictions, metrics = _score(
-        str(pipeline.model), str(damaged), 2, out, max_reject_fraction=0.01
+        str(pipeline.model), str(damaged), 2, out, "etl.max_reject_fraction=0.01"
     )
     assert [m["rejected"] for m in metrics] == [2, 0]
     assert predictions.num_rows == rows.num_rows - 2
@@ -233,7 +279,7 @@ def test_unreadable_rows_are_quarantined_and_counted(
     assert not (out / "_rejects-00001.parquet").exists()
     assert json.loads((out / "_shard-00000.json").read_text())["rejected"] == 2
 
-    metrics = _publish(str(damaged), out, 2)
+    metrics = _publish(str(pipeline.model), str(damaged), out, 2)
     assert metrics == {"rows": rows.num_rows - 2, "files": 2, "rejected": 2}
     published = out.parent / "out-published"
     assert json.loads((published / "_manifest.json").read_text())["rejected"] == 2
@@ -242,7 +288,7 @@ def test_unreadable_rows_are_quarantined_and_counted(
     quarantine = out / "_rejects-00000.parquet"
     pq.write_table(pq.read_table(quarantine).slice(0, 1), quarantine)
     with pytest.raises(DataError) as error:
-        _publish(str(damaged), out, 2)
+        _publish(str(pipeline.model), str(damaged), out, 2)
     assert str(error.value) == (
         f"{quarantine} holds 1 rejected rows but the commit marker of shard 0 counts 2; the "
         "quarantine changed after inference committed it: re-run inference for that shard"
@@ -250,7 +296,7 @@ def test_unreadable_rows_are_quarantined_and_counted(
     kept = pq.read_metadata(out / "part-00000.parquet").num_rows
     (out / "part-00001.parquet").unlink()
     with pytest.raises(DataError) as error:
-        _publish(str(damaged), out, 2)
+        _publish(str(pipeline.model), str(damaged), out, 2)
     assert str(error.value) == (
         f"expected {rows.num_rows - 2} predictions (one per scoring row, 2 rows rejected), "
         f"found {kept}; missing shards: [1]: re-run inference for those shards"
@@ -265,7 +311,10 @@ def test_too_many_unreadable_rows_fail_the_shard(
     with pytest.raises(DataError) as error:
         infer.run(
             {"scoring": str(damaged), "model": str(pipeline.model)},
-            {"shard": 0, "shards": 2, "id_column": ID, "run_id": "r"},
+            _with(
+                step_params("infer", *_scoring_only(str(pipeline.model), str(damaged), 2)),
+                run_id="r",
+            ),
             {"predictions": str(out)},
         )
     assert str(error.value) == (

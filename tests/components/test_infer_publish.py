@@ -16,16 +16,37 @@ import pytest
 from components import infer, publish
 from components.errors import DataError, ParamError
 from components.io.files import sha256_file
+from pipelines.errors import ConfigError
+from tests.support.params import override, step_params
 
 from .helpers import Pipeline
 
 SHARDS = 3
+#: Scoring the etl scoring set 500 rows a batch, labels cut at 0.5.
+SCORING = ("inference.batch_size=500", "inference.threshold=0.5")
+
+
+def _with(params: dict[str, Any], **values: Any) -> dict[str, Any]:
+    """``params`` with run-time ``values`` for keys the composed params already hold."""
+    assert values.keys() <= params.keys(), sorted(values.keys() - params.keys())
+    return params | values
+
+
+def _infer_params(shard: int, *overrides: str, run_id: str = "run-1") -> dict[str, Any]:
+    """Branch ``shard`` of the infer step over the etl scoring set, in run ``run_id``."""
+    return _with(step_params("infer", *SCORING, *overrides, item=shard), run_id=run_id)
+
+
+def _publish_params(*overrides: str, **values: Any) -> dict[str, Any]:
+    """The publish step's params in run ``run-1``, dated today, with run-time ``values``."""
+    runtime = {"run_id": "run-1", "run_date": ""} | values
+    return _with(step_params("publish", *overrides), **runtime)
 
 
 def _infer(pipeline: Pipeline, shard: int, out: Path, run_id: str = "run-1") -> dict[str, Any]:
     return infer.run(
         {"scoring": str(pipeline.scoring), "model": str(pipeline.model)},
-        {"shard": shard, "batch_size": 500, "run_id": run_id, "threshold": 0.5},
+        _infer_params(shard, run_id=run_id),
         {"predictions": str(out)},
     )
 
@@ -33,7 +54,7 @@ def _infer(pipeline: Pipeline, shard: int, out: Path, run_id: str = "run-1") -> 
 def _publish(pipeline: Pipeline, predictions: list[Path], out: Path) -> dict[str, Any]:
     return publish.run(
         {"predictions": [str(p) for p in predictions], "scoring": str(pipeline.scoring)},
-        {},
+        _publish_params(),
         {"predictions": str(out)},
     )
 
@@ -185,7 +206,7 @@ def test_infer_reuses_a_committed_shard_and_redoes_a_changed_one(
     # A different threshold changes predictions, so the committed shard no longer matches.
     redone = infer.run(
         {"scoring": str(pipeline.scoring), "model": str(pipeline.model)},
-        {"shard": 0, "batch_size": 500, "run_id": "run-3", "threshold": 0.9},
+        _infer_params(0, "inference.threshold=0.9", run_id="run-3"),
         {"predictions": str(tmp_path)},
     )
     assert redone["reused"] == 0
@@ -211,7 +232,11 @@ def test_publish_refuses_a_shard_without_commit_marker(
 
 def test_infer_refuses_a_shard_out_of_range(pipeline: Pipeline, tmp_path: Path) -> None:
     with pytest.raises(DataError) as error:
-        _infer(pipeline, 3, tmp_path)
+        infer.run(
+            {"scoring": str(pipeline.scoring), "model": str(pipeline.model)},
+            _with(_infer_params(0), shard=3),  # a branch the 3-shard fan-out does not have
+            {"predictions": str(tmp_path)},
+        )
     assert str(error.value) == (
         f"shard 3 is out of range: scoring set {pipeline.scoring} has 3 shards (0..2); "
         "fan inference out over exactly 3 shards"
@@ -226,7 +251,7 @@ def test_infer_names_columns_the_model_needs(pipeline: Pipeline, tmp_path: Path)
     with pytest.raises(DataError, match=r"lacks columns \['plan'\]"):
         infer.run(
             {"scoring": str(scoring), "model": str(pipeline.model)},
-            {"shard": 0, "batch_size": 500, "run_id": "r", "threshold": 0.5},
+            _infer_params(0, run_id="r"),
             {"predictions": str(tmp_path / "out")},
         )
 
@@ -239,7 +264,7 @@ def test_infer_needs_an_id_column(pipeline: Pipeline, tmp_path: Path) -> None:
     with pytest.raises(DataError) as error:
         infer.run(
             {"scoring": str(scoring), "model": str(pipeline.model)},
-            {"shard": 0, "run_id": "r"},
+            _with(step_params("infer"), run_id="r"),
             {"predictions": str(tmp_path / "out")},
         )
     assert str(error.value) == (
@@ -252,11 +277,16 @@ def test_publish_writes_versions_with_retention_and_loads_the_store(
     pipeline: Pipeline, shard_predictions: list[Path], tmp_path: Path
 ) -> None:
     destination, url = tmp_path / "published", f"sqlite:///{tmp_path}/store.db"
-    params = {"destination": str(destination), "partition_by": "run_id", "retention": 2}
+    versions = (
+        override("publish.destination", str(destination)),
+        "publish.partition_by=run_id",
+        "publish.retention=2",
+        override("publish.store_url", url),
+    )
     for run_id in ("run-a", "run-b", "run-c"):
         metrics = publish.run(
             {"predictions": [str(p) for p in shard_predictions], "scoring": str(pipeline.scoring)},
-            params | {"run_id": run_id, "store_url": url},
+            _publish_params(*versions, run_id=run_id),
             {"predictions": str(tmp_path / f"out-{run_id}")},
         )
         assert metrics == {"rows": 4000, "files": SHARDS, "stored": 4000}
@@ -284,17 +314,21 @@ def test_publish_partitions_by_the_run_date_param(
 ) -> None:
     destination = tmp_path / "published"
     inputs = {"predictions": [str(p) for p in shard_predictions], "scoring": str(pipeline.scoring)}
+    dated = (override("publish.destination", str(destination)), "publish.partition_by=run_date")
     publish.run(
         inputs,
-        {"destination": str(destination), "partition_by": "run_date", "run_date": "2026-03-01"},
+        _publish_params(*dated, run_date="2026-03-01"),
         {"predictions": str(tmp_path / "out")},
     )
     manifest = json.loads((destination / "run_date=2026-03-01" / "_manifest.json").read_text())
     assert manifest["run_date"] == "2026-03-01"
+    # the schema refuses such a run_date at composition; the step refuses it at run time
+    with pytest.raises(ConfigError, match=r"run_date: expected a date YYYY-MM-DD"):
+        step_params("publish", *dated, override("run_date", "03/01/2026"))
     with pytest.raises(ParamError, match=r"run_date '03/01/2026' is not a date YYYY-MM-DD"):
         publish.run(
             inputs,
-            {"destination": str(destination), "run_date": "03/01/2026"},
+            _publish_params(*dated, run_date="03/01/2026"),
             {"predictions": str(tmp_path / "out2")},
         )
 
@@ -305,7 +339,12 @@ def test_publish_by_run_id_needs_a_run_id(
     with pytest.raises(DataError, match=r"publish.partition_by=run_id needs the run id"):
         publish.run(
             {"predictions": [str(p) for p in shard_predictions], "scoring": str(pipeline.scoring)},
-            {"destination": str(tmp_path / "d"), "partition_by": "run_id"},
+            # a backend that gives no run id leaves it empty
+            _publish_params(
+                override("publish.destination", str(tmp_path / "d")),
+                "publish.partition_by=run_id",
+                run_id="",
+            ),
             {"predictions": str(tmp_path / "out")},
         )
     assert not (tmp_path / "out" / "_manifest.json").exists()

@@ -18,6 +18,8 @@ from components import infer, publish
 from components.errors import DataError, ParamError
 from components.model_artifact import scores_from_logits
 from components.scoring.batching import activation_bytes_per_row, choose_batch_size, optimize_model
+from pipelines.errors import ConfigError
+from tests.support.params import override, step_params
 
 from .helpers import Pipeline
 
@@ -33,11 +35,44 @@ def external(pipeline: Pipeline, tmp_path_factory: pytest.TempPathFactory) -> Pa
     return root / "new.parquet"
 
 
-def _score(pipeline: Pipeline, data: Path, shards: int, out: Path, **params: Any) -> pa.Table:
+def _with(params: dict[str, Any], **values: Any) -> dict[str, Any]:
+    """``params`` with run-time ``values`` for keys the composed params already hold."""
+    assert values.keys() <= params.keys(), sorted(values.keys() - params.keys())
+    return params | values
+
+
+def _run(pipeline: Pipeline, data: Path, shards: int, model: Path | None = None) -> tuple[str, ...]:
+    """The overrides of a run that scores ``data`` in ``shards`` shards: the pipeline's etl
+    scoring set, or outside data in a scoring-only run (``stages=[infer]``) of ``model``."""
+    if data == pipeline.scoring:
+        return (f"inference.shards={shards}",)
+    return (
+        "stages=[infer]",
+        override("inference.model_uri", str(model or pipeline.model)),
+        override("inference.data_uri", str(data)),
+        f"inference.shards={shards}",
+        "data.id_column=customer_id",
+    )
+
+
+def _infer_params(
+    pipeline: Pipeline, data: Path, shards: int, shard: int, *overrides: str, **values: Any
+) -> dict[str, Any]:
+    """Branch ``shard`` of the infer step of :func:`_run` in run ``r``."""
+    params = step_params("infer", *_run(pipeline, data, shards), *overrides, item=shard)
+    return _with(params, **({"run_id": "r"} | values))
+
+
+def _publish_params(pipeline: Pipeline, data: Path, shards: int) -> dict[str, Any]:
+    """The publish step of :func:`_run` in run ``r``, dated today."""
+    return _with(step_params("publish", *_run(pipeline, data, shards)), run_id="r", run_date="")
+
+
+def _score(pipeline: Pipeline, data: Path, shards: int, out: Path, *overrides: str) -> pa.Table:
     for shard in range(shards):
         infer.run(
             {"scoring": str(data), "model": str(pipeline.model)},
-            {"shard": shard, "shards": shards, "id_column": "customer_id", "run_id": "r"} | params,
+            _infer_params(pipeline, data, shards, shard, *overrides),
             {"predictions": str(out)},
         )
     parts = [pq.read_table(p) for p in sorted(out.glob("part-*.parquet"))]
@@ -47,15 +82,15 @@ def _score(pipeline: Pipeline, data: Path, shards: int, out: Path, **params: Any
 def test_predictions_are_identical_in_one_shard_or_many(
     pipeline: Pipeline, external: Path, tmp_path: Path
 ) -> None:
-    one = _score(pipeline, external, 1, tmp_path / "one", batch_size=512)
+    one = _score(pipeline, external, 1, tmp_path / "one", "inference.batch_size=512")
     # 20 shards for 16 row groups of 250 rows: shards cut row groups, 200 rows each.
-    many = _score(pipeline, external, 20, tmp_path / "many", batch_size=512)
+    many = _score(pipeline, external, 20, tmp_path / "many", "inference.batch_size=512")
     assert one.num_rows == many.num_rows == pq.read_metadata(external).num_rows
     columns = ["customer_id", "score", "label"]
     assert one.select(columns).equals(many.select(columns))
     metrics = publish.run(
         {"predictions": [str(tmp_path / "many")], "scoring": str(external)},
-        {"shards": 20, "id_column": "customer_id"},
+        _publish_params(pipeline, external, 20),
         {"predictions": str(tmp_path / "published")},
     )
     assert metrics == {"rows": one.num_rows, "files": 20}
@@ -68,12 +103,12 @@ def test_shards_beyond_the_rows_commit_empty(
 ) -> None:
     tiny = tmp_path / "tiny.parquet"
     pq.write_table(pq.read_table(external).slice(0, 3), tiny)
-    _score(pipeline, tiny, 5, tmp_path / "out", batch_size=512)
+    _score(pipeline, tiny, 5, tmp_path / "out", "inference.batch_size=512")
     parts = sorted((tmp_path / "out").glob("part-*.parquet"))
     assert [pq.read_metadata(p).num_rows for p in parts] == [0, 1, 0, 1, 1]
     metrics = publish.run(
         {"predictions": [str(tmp_path / "out")], "scoring": str(tiny)},
-        {"shards": 5, "id_column": "customer_id"},
+        _publish_params(pipeline, tiny, 5),
         {"predictions": str(tmp_path / "published")},
     )
     assert metrics == {"rows": 3, "files": 5}
@@ -87,11 +122,11 @@ def test_publish_refuses_an_id_scored_in_two_shards(
     ids[-1] = ids[0]  # the first and last row groups go to different shards
     doubled = tmp_path / "doubled.parquet"
     pq.write_table(table.set_column(0, "customer_id", pa.array(ids)), doubled, row_group_size=250)
-    _score(pipeline, doubled, 2, tmp_path / "out", batch_size=512)
+    _score(pipeline, doubled, 2, tmp_path / "out", "inference.batch_size=512")
     with pytest.raises(DataError) as error:
         publish.run(
             {"predictions": str(tmp_path / "out"), "scoring": str(doubled)},
-            {"shards": 2, "id_column": "customer_id"},
+            _publish_params(pipeline, doubled, 2),
             {"predictions": str(tmp_path / "published")},
         )
     assert str(error.value) == (
@@ -103,10 +138,14 @@ def test_publish_refuses_an_id_scored_in_two_shards(
 def test_external_data_needs_an_id_column(
     pipeline: Pipeline, external: Path, tmp_path: Path
 ) -> None:
+    # the schema refuses a scoring run without an id column at composition...
+    with pytest.raises(ConfigError, match=r"data.id_column: expected the column that identifies"):
+        step_params("infer", *_run(pipeline, external, 1), "data.id_column=null")
+    # ...and the step itself refuses outside data it cannot key
     with pytest.raises(DataError) as error:
         infer.run(
             {"scoring": str(external), "model": str(pipeline.model)},
-            {"shard": 0, "shards": 1},
+            _infer_params(pipeline, external, 1, 0, id_column=None),
             {"predictions": str(tmp_path)},
         )
     assert str(error.value) == (
@@ -118,7 +157,14 @@ def test_external_data_needs_an_id_column(
 def test_auto_batch_size_is_measured_and_recorded(pipeline: Pipeline, tmp_path: Path) -> None:
     metrics = infer.run(
         {"scoring": str(pipeline.scoring), "model": str(pipeline.model)},
-        {"shard": 0, "batch_size": "auto", "memory_cap_mb": 64, "run_id": "r"},
+        _infer_params(
+            pipeline,
+            pipeline.scoring,
+            3,
+            0,
+            "inference.batch_size=auto",
+            "inference.memory_cap_mb=64",
+        ),
         {"predictions": str(tmp_path)},
     )
     assert metrics["batch_size"] in (256, 512, 1024, 2048, 4096, 8192, 16_384, 32_768)
@@ -142,10 +188,18 @@ def test_auto_batch_size_respects_the_memory_cap() -> None:
 
 
 def test_quantized_model_stays_within_tolerance(pipeline: Pipeline, tmp_path: Path) -> None:
-    plain = _score(pipeline, pipeline.scoring, 3, tmp_path / "plain", batch_size=512)
+    plain = _score(pipeline, pipeline.scoring, 3, tmp_path / "plain", "inference.batch_size=512")
     metrics = infer.run(
         {"scoring": str(pipeline.scoring), "model": str(pipeline.model)},
-        {"shard": 0, "batch_size": 512, "optimize": ["quantize"], "tolerance": 0.02},
+        _infer_params(
+            pipeline,
+            pipeline.scoring,
+            3,
+            0,
+            "inference.batch_size=512",
+            "inference.optimize=[quantize]",
+            "inference.tolerance=0.02",
+        ),
         {"predictions": str(tmp_path / "q")},
     )
     assert metrics["optimize"] == "quantize"
@@ -205,7 +259,12 @@ def test_other_tasks_write_their_columns(
     )
     infer.run(
         {"scoring": str(external), "model": str(model_dir)},
-        {"shard": 0, "shards": 1, "id_column": "customer_id", "batch_size": 300},
+        _with(
+            step_params(
+                "infer", *_run(pipeline, external, 1, model_dir), "inference.batch_size=300"
+            ),
+            run_id="r",
+        ),
         {"predictions": str(tmp_path / "out")},
     )
     table = pq.read_table(tmp_path / "out" / "part-00000.parquet")
@@ -226,8 +285,22 @@ def test_other_tasks_write_their_columns(
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_gpu_scoring_matches_cpu(pipeline: Pipeline, tmp_path: Path) -> None:
-    cpu = _score(pipeline, pipeline.scoring, 3, tmp_path / "cpu", batch_size=512, device="cpu")
-    gpu = _score(pipeline, pipeline.scoring, 3, tmp_path / "gpu", batch_size=512, device="cuda")
+    cpu = _score(
+        pipeline,
+        pipeline.scoring,
+        3,
+        tmp_path / "cpu",
+        "inference.batch_size=512",
+        "inference.device=cpu",
+    )
+    gpu = _score(
+        pipeline,
+        pipeline.scoring,
+        3,
+        tmp_path / "gpu",
+        "inference.batch_size=512",
+        "inference.device=cuda",
+    )
     assert cpu["customer_id"].equals(gpu["customer_id"])
     np.testing.assert_allclose(gpu["score"].to_numpy(), cpu["score"].to_numpy(), atol=1e-5)
 
