@@ -1,6 +1,7 @@
 """kfbatch components: the pure-Python work of each pipeline step.
 
-Layout, top to bottom (a module imports only from the rows below its own):
+Layout, top to bottom (a module imports only from the rows below its own, and steps never
+import each other; ``pyproject.toml``'s import-linter layers contract enforces it):
 
 - **Steps**, one module each, exposing ``run(inputs, params, outputs) -> metrics`` over
   paths: ``datagen``, ``etl``, ``batch_map``, ``train``, ``cv``, ``tune``, ``evaluate`` (and
