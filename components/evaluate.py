@@ -44,7 +44,8 @@ def run(
 
     Args:
         inputs: ``dataset`` (etl output) and ``model`` (train output) directories.
-        params: ``split`` (default "test") and the binary decision ``threshold`` (0.5).
+        params: :class:`~components.params.EvaluateParams`: the ``split`` to score and the
+            binary decision ``threshold``.
         outputs: ``metrics``: directory to create.
 
     Returns:

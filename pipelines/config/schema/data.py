@@ -106,7 +106,7 @@ class EtlConfig:
 
 @dataclass
 class QualityConfig:
-    """Data-quality checks (see components/quality.py) and the drift reference."""
+    """Data-quality checks (see components/data/quality.py) and the drift reference."""
 
     checks: list[dict[str, Any]] = knob([])
     reference: str | None = knob(
