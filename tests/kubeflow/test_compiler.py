@@ -247,8 +247,8 @@ def test_scoring_only_pipeline_reads_object_stores_with_the_etl_source_options()
     for name in ("infer", "publish"):
         task = compiled.task(name)
         params = json.loads(task["inputs"]["parameters"]["params"]["runtimeValue"]["constant"])
-        assert params["csv"]["delimiter"] == "|"
-        assert params["format"] == "auto"
+        assert params["source"]["csv"]["delimiter"] == "|"
+        assert params["source"]["format"] == "auto"
         assert task["cachingOptions"] == {}  # the objects behind the URI may change
     infer = json.loads(
         compiled.task("infer")["inputs"]["parameters"]["params"]["runtimeValue"]["constant"]
