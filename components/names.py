@@ -30,6 +30,9 @@ __all__ = [
     "RUN_ID_ENV",
     "RUN_MANIFEST_FILE",
     "SPLITS",
+    "SPLIT_TEST",
+    "SPLIT_TRAIN",
+    "SPLIT_VALIDATION",
     "STEP_ENV",
     "TASKS",
     "TEST_METRICS",
@@ -43,7 +46,8 @@ __all__ = [
 # -- choices ----------------------------------------------------------------------------------
 
 #: The dataset splits etl writes, in order; ``data.split`` sets their fractions.
-SPLITS = ("train", "validation", "test")
+SPLIT_TRAIN, SPLIT_VALIDATION, SPLIT_TEST = "train", "validation", "test"
+SPLITS = (SPLIT_TRAIN, SPLIT_VALIDATION, SPLIT_TEST)
 #: What a model predicts (``data.task``): the loss, the metrics and the model's outputs.
 TASKS = ("binary", "multiclass", "regression")
 #: Metrics the evaluate step reports per task (what ``evaluate.gate.metric`` may name).

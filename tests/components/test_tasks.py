@@ -15,6 +15,7 @@ from components import datagen, etl, evaluate, train
 from components.data.labels import Target, fit_target
 from components.errors import DataError, ParamError
 from components.model_artifact import load_model, scores_from_logits
+from components.training.data import fold_assignment
 from tests.support.params import etl_params, override, step_params, train_params
 
 from .helpers import Pipeline
@@ -103,20 +104,16 @@ def test_folds_are_stratified_and_keep_groups_together(tmp_path: Path) -> None:
     groups = np.arange(100) // 4
     pq.write_table(pa.table({"y": y, "g": groups}), path)
     target = fit_target("binary", "y", [str(path)])
-    folds = train.fold_assignment(
-        [str(path)], target, folds=5, stratify=True, group_column=None, seed=1
-    )
+    folds = fold_assignment([str(path)], target, folds=5, stratify=True, group_column=None, seed=1)
     for k in range(5):
         assert (folds == k).sum() == 20 and y[folds == k].sum() == 4
-    grouped = train.fold_assignment(
+    grouped = fold_assignment(
         [str(path)], target, folds=5, stratify=False, group_column="g", seed=1
     )
     for g in np.unique(groups):
         assert len(np.unique(grouped[groups == g])) == 1
     with pytest.raises(DataError, match=r"fewer than cv.folds=200"):
-        train.fold_assignment(
-            [str(path)], target, folds=200, stratify=True, group_column=None, seed=1
-        )
+        fold_assignment([str(path)], target, folds=200, stratify=True, group_column=None, seed=1)
 
 
 def test_gate_passes_the_model_on_or_stops_with_a_clear_message(
