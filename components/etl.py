@@ -1,7 +1,7 @@
 """ETL: stream source rows into train/validation/test splits and sharded scoring Parquet files.
 
 One pass over the source (two with ``split.stratify``; CSV, JSON Lines or Parquet; local,
-glob or object store, see :mod:`components.data.extract`): rows that cannot be read go to the
+glob or object store, see :mod:`components.data.sources`): rows that cannot be read go to the
 ``rejects`` output with their file, line or row and reason; the declared row-level transforms
 (:mod:`components.data.prepare`) run on every batch; quality statistics
 (:mod:`components.data.quality`) are gathered on the raw and the prepared rows; each prepared
@@ -42,15 +42,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
-from components.data.extract import (
-    REJECT_SCHEMA,
-    Batch,
-    Reject,
-    Rejects,
-    SourceOptions,
-    open_source,
-    read_batches,
-)
 from components.data.features import FeatureSpecAccumulator, load_feature_spec
 from components.data.prepare import Prepare
 from components.data.quality import (
@@ -61,6 +52,9 @@ from components.data.quality import (
     reference_of,
     write_report,
 )
+from components.data.readers import Batch, read_batches
+from components.data.rejects import REJECT_SCHEMA, Reject, Rejects
+from components.data.sources import SourceOptions, open_source
 from components.errors import DataError
 from components.io.files import ParquetSink, scoring_shard_path, sha256_file, write_json
 from components.names import FEATURE_SPEC_FILE, MANIFEST_FILE, REJECTS_FILE, SPLITS

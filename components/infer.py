@@ -35,8 +35,9 @@ import pyarrow as pa
 import torch
 from torch import nn
 
-from components.data.extract import Rejects, source_options
 from components.data.features import FeatureSpec
+from components.data.rejects import Rejects
+from components.data.sources import source_options
 from components.errors import DataError, ParamError
 from components.io.arrays import from_numpy, strings
 from components.io.files import ParquetSink, read_json, sha256_file, write_json
@@ -101,7 +102,7 @@ def run(
             (auto's cap on one batch's activations); ``threshold`` (binary label cut);
             ``id_column``, ``format``, ``csv``, ``columns``, ``storage_options`` and
             ``batch_rows`` (external data, read as etl reads its source: see
-            :meth:`components.data.extract.SourceOptions.of`); ``max_reject_fraction``
+            :meth:`components.data.sources.SourceOptions.of`); ``max_reject_fraction``
             (of a shard's CSV/JSON Lines rows that may be unreadable); ``run_id``;
             ``threads`` (torch threads); ``device`` (``auto``, ``cpu`` or ``cuda``);
             ``optimize`` (list) and ``tolerance`` (largest score change the optimization

@@ -13,7 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from components import etl
-from components.data.extract import SourceOptions, open_source, read_batches
+from components.data.readers import read_batches
+from components.data.sources import SourceOptions, open_source
 from components.errors import DataError
 from components.params import EtlParams
 from tests.support.params import additions, etl_params, override
