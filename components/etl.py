@@ -42,7 +42,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
-from components.data.features import FeatureSpecAccumulator, load_feature_spec
+from components.data.features import FeatureRoles, FeatureSpecAccumulator, load_feature_spec
 from components.data.prepare import Prepare
 from components.data.quality import (
     Profile,
@@ -185,11 +185,13 @@ def run(
         schema = _output_schema(first.schema, settings, source)
         accumulator = FeatureSpecAccumulator(
             schema,
-            id_column=settings.id_column,
-            target=settings.target,
-            numeric=settings.features.numeric,
-            categorical=settings.features.categorical,
-            timestamp=settings.features.timestamp,
+            FeatureRoles(
+                settings.id_column,
+                settings.target,
+                numeric=settings.features.numeric,
+                categorical=settings.features.categorical,
+                timestamp=settings.features.timestamp,
+            ),
             max_categories=settings.features.max_categories,
             scaling=settings.features.scaling,
             encoding=settings.features.encoding,
