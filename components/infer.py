@@ -408,11 +408,14 @@ class _Scorer:
         return scores, None, None
 
 
+#: Reads one chunk's ids and host-side features.
+_Prepare = Callable[[pa.RecordBatch], tuple[pa.Array, torch.Tensor]]
+#: Writes one chunk's ids and its scorer outputs.
+_Write = Callable[[pa.Array, tuple[Any, ...]], None]
+
+
 def _sequential(
-    chunks: Iterator[pa.RecordBatch],
-    prepare: Callable[[pa.RecordBatch], tuple[pa.Array, torch.Tensor]],
-    score: _Scorer,
-    write: Callable[[pa.Array, tuple[Any, ...]], None],
+    chunks: Iterator[pa.RecordBatch], prepare: _Prepare, score: _Scorer, write: _Write
 ) -> None:
     """Read+transform, score and write each chunk in turn, in the calling thread."""
     for chunk in chunks:
@@ -421,10 +424,7 @@ def _sequential(
 
 
 def _pipeline(
-    chunks: Iterator[pa.RecordBatch],
-    prepare: Callable[[pa.RecordBatch], tuple[pa.Array, torch.Tensor]],
-    score: _Scorer,
-    write: Callable[[pa.Array, tuple[Any, ...]], None],
+    chunks: Iterator[pa.RecordBatch], prepare: _Prepare, score: _Scorer, write: _Write
 ) -> None:
     """Read+transform, score and write concurrently; the first error anywhere stops all."""
     stop = threading.Event()
