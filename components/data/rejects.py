@@ -5,15 +5,18 @@ infer step's ``_rejects-<k>.parquet``), so that no bad row is dropped silently.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pyarrow as pa
 
 from components.errors import DataError
-from components.io.files import ParquetSink
+from components.io.files import ParquetSink, write_json
+from components.names import MANIFEST_FILE, REJECTS_FILE
 
-__all__ = ["REJECT_SCHEMA", "Reject", "Rejects"]
+__all__ = ["REJECT_SCHEMA", "Reject", "Rejects", "quarantine"]
 
 #: Columns of the ``rejects`` Parquet output.
 REJECT_SCHEMA = pa.schema(
@@ -106,3 +109,26 @@ class Rejects:
             self.close()
         elif self._sink is not None:
             self._sink.abort()
+
+
+@contextlib.contextmanager
+def quarantine(directory: str | None) -> Iterator[Rejects]:
+    """Rejects kept as a ``rejects`` output in ``directory`` (``rejects.parquet`` and a
+    ``_manifest.json`` of counts by reason), or only counted when it is None. Closed, with
+    the manifest written, even when reading fails, so what was rejected can be inspected."""
+    if directory:
+        os.makedirs(directory, exist_ok=True)
+    rejects = Rejects(os.path.join(directory, REJECTS_FILE) if directory else None, keep_empty=True)
+    try:
+        yield rejects
+    finally:
+        rejects.close()
+        if directory:
+            write_json(
+                os.path.join(directory, MANIFEST_FILE),
+                {
+                    "rows": rejects.count,
+                    "by_reason": rejects.by_reason,
+                    "schema": REJECT_SCHEMA.names,
+                },
+            )
