@@ -30,9 +30,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from components.data.features import (
     FeatureRoles,
@@ -50,15 +48,15 @@ from components.data.quality import (
     reference_of,
     write_report,
 )
-from components.data.readers import Batch, read_batches
-from components.data.rejects import Reject, Rejects, quarantine
+from components.data.readers import Batch, conform, first_rows, read_batches
+from components.data.rejects import Rejects, drop_null_rows, quarantine
 from components.data.sources import SourceOptions, open_source
 from components.data.split import IdHashes, RowHasher, Strata
 from components.data.writers import OutputWriters, parquet_digests
 from components.errors import DataError
 from components.io.files import write_json
 from components.names import FEATURE_SPEC_FILE, MANIFEST_FILE, SPLITS
-from components.params import EtlParams, FeaturesParams
+from components.params import EtlParams
 
 __all__ = ["run"]
 
@@ -74,6 +72,7 @@ _Reader = Callable[..., Iterator[Batch]]
 class _Job:
     """The step's inputs, params and outputs in the shape the phases use."""
 
+    params: EtlParams
     source: str
     options: SourceOptions
     prepare: Prepare
@@ -82,13 +81,6 @@ class _Job:
     id_column: str | None
     target: str
     fractions: tuple[float, float, float]
-    shards: int
-    seed: int
-    features: FeaturesParams
-    drop_nulls: tuple[str, ...]
-    sample_rows: int | None
-    max_reject_fraction: float
-    stratify: bool
     dataset_dir: str
     spec_dir: str
     scoring_dir: str
@@ -109,6 +101,7 @@ class _Job:
             raise DataError(f"etl source must be one path or URI, got a list: {source}")
         split = typed.split
         return cls(
+            params=typed,
             source=source,
             options=options,
             prepare=prepare,
@@ -117,13 +110,6 @@ class _Job:
             id_column=typed.id_column,
             target=typed.target,
             fractions=(split.train, split.validation, split.test),
-            shards=typed.shards,
-            seed=typed.seed,
-            features=typed.features,
-            drop_nulls=tuple(typed.features.drop_nulls),
-            sample_rows=typed.sample_rows,
-            max_reject_fraction=typed.max_reject_fraction,
-            stratify=split.stratify,
             dataset_dir=outputs["dataset"],
             spec_dir=outputs["feature_spec"],
             scoring_dir=outputs["scoring"],
@@ -141,25 +127,24 @@ class _Job:
         """The row hasher of this seed, id column, split fractions and shard count."""
         return RowHasher(
             id_column=self.id_column,
-            seed=self.seed,
+            seed=self.params.seed,
             fractions=self.fractions,
-            shards=self.shards,
+            shards=self.params.shards,
             strata=strata,
         )
 
     def accumulator(self, schema: pa.Schema) -> FeatureSpecAccumulator:
         """The feature-spec accumulator of the ``features`` params, for rows of ``schema``."""
-        features = self.features
-        roles = FeatureRoles(
-            self.id_column,
-            self.target,
-            numeric=features.numeric,
-            categorical=features.categorical,
-            timestamp=features.timestamp,
-        )
+        features = self.params.features
         return FeatureSpecAccumulator(
             schema,
-            roles,
+            FeatureRoles(
+                self.id_column,
+                self.target,
+                numeric=features.numeric,
+                categorical=features.categorical,
+                timestamp=features.timestamp,
+            ),
             max_categories=features.max_categories,
             scaling=features.scaling,
             encoding=features.encoding,
@@ -210,7 +195,7 @@ def run(
     fs, files, fmt = open_source(job.source, job.options)
     log.info("etl: %d %s file(s) from %s", len(files), fmt, job.source)
     reader: _Reader = functools.partial(read_batches, fs, files, fmt, job.options)
-    strata = _stratify(job, reader) if job.stratify else None
+    strata = _stratify(job, reader) if job.params.split.stratify else None
     profiles = {
         stage: Profile([c for c in job.checks if c.on == stage], job.reference)
         for stage in ("raw", "prepared")
@@ -244,7 +229,8 @@ def _stratify(job: _Job, reader: _Reader) -> Strata:
     strata = Strata(job.target, job.fractions)
     schema: pa.Schema | None = None
     rows = 0
-    for batch in _prepared(job, reader(rejects.add, columns=projection), rejects, transform):
+    batches = reader(rejects.add, columns=projection)
+    for batch in _prepared(job, batches, rejects, transform, Profile([]), []):
         if schema is None:
             schema = batch.schema
             if projection is None:
@@ -255,7 +241,7 @@ def _stratify(job: _Job, reader: _Reader) -> Strata:
                     f"column of {job.source} (after the features transforms); set both to "
                     "columns of the data"
                 )
-        batch = _conform(batch, schema)
+        batch = conform(batch, schema)
         strata.add(batch, hasher.hash(batch, rows))
         rows += batch.num_rows
     strata.fit()
@@ -275,7 +261,8 @@ def _projection(job: _Job) -> list[str] | None:
     them without an id column, as whole rows are hashed."""
     if job.id_column is None:
         return None
-    return job.prepare.source_columns({job.id_column, job.target, *job.drop_nulls})
+    needed = {job.id_column, job.target, *job.params.features.drop_nulls}
+    return job.prepare.source_columns(needed)
 
 
 def _read(
@@ -297,60 +284,28 @@ def _prepared(
     batches: Iterator[Batch],
     rejects: Rejects,
     transform: Callable[[pa.RecordBatch], pa.RecordBatch],
-    raw_profile: Profile | None = None,
-    raw_columns: list[str] | None = None,
+    raw_profile: Profile,
+    raw_columns: list[str],
 ) -> Iterator[pa.RecordBatch]:
-    """Non-empty prepared batches, only the first ``sample_rows`` rows when that is set."""
-    prepared = (_prepare(job, b, rejects, transform, raw_profile, raw_columns) for b in batches)
-    nonempty = (data for data in prepared if data.num_rows)
-    return nonempty if job.sample_rows is None else _first_rows(nonempty, job.sample_rows)
+    """Profile the raw rows (only counted without ``raw_columns``), apply the row-level
+    transforms, reject rows with a null in a ``drop_nulls`` column; yield the non-empty
+    prepared batches, only the first ``sample_rows`` rows when that is set."""
+    required = job.params.features.drop_nulls
 
+    def prepare(batch: Batch) -> pa.RecordBatch:
+        data = batch.data
+        if raw_columns:
+            raw_profile.update(data.select([c for c in raw_columns if c in data.schema.names]))
+        else:
+            raw_profile.rows += data.num_rows
+        data = transform(data)
+        if not required:
+            return data
+        return drop_null_rows(data, required, batch.source, batch.rows, rejects.add)
 
-def _prepare(
-    job: _Job,
-    batch: Batch,
-    rejects: Rejects,
-    transform: Callable[[pa.RecordBatch], pa.RecordBatch],
-    raw_profile: Profile | None,
-    raw_columns: list[str] | None,
-) -> pa.RecordBatch:
-    """Profile the raw rows (``raw_columns`` only, when given), apply the row-level
-    transforms, reject rows with a null in a ``drop_nulls`` column."""
-    data = batch.data
-    if raw_profile is not None and raw_columns:
-        raw_profile.update(data.select([c for c in raw_columns if c in data.schema.names]))
-    elif raw_profile is not None:
-        raw_profile.rows += data.num_rows
-    data = transform(data)
-    if not job.drop_nulls:
-        return data
-    missing = [c for c in job.drop_nulls if c not in data.schema.names]
-    if missing:
-        raise DataError(
-            f"features.drop_nulls names {missing}, which are not columns (columns: "
-            f"{data.schema.names}); fix the names"
-        )
-    null = np.zeros(data.num_rows, dtype=bool)
-    reason = np.full(data.num_rows, "", dtype=object)
-    for name in job.drop_nulls:
-        is_null = pc.is_null(data.column(name)).to_numpy(zero_copy_only=False)
-        reason[is_null & ~null] = f"column {name!r}: null (features.drop_nulls)"
-        null |= is_null
-    if not null.any():
-        return data
-    for i in np.flatnonzero(null):
-        rejects.add(Reject(batch.source, None, int(batch.rows[i]), reason[i], ""))
-    return data.filter(pa.array(~null))
-
-
-def _first_rows(batches: Iterator[pa.RecordBatch], limit: int) -> Iterator[pa.RecordBatch]:
-    """The first ``limit`` rows of a batch stream (a quick sample for smoke runs)."""
-    for batch in batches:
-        if batch.num_rows >= limit:
-            yield batch.slice(0, limit)
-            return
-        limit -= batch.num_rows
-        yield batch
+    nonempty = (data for data in map(prepare, batches) if data.num_rows)
+    limit = job.params.sample_rows
+    return nonempty if limit is None else first_rows(nonempty, limit)
 
 
 def _chain(first: pa.RecordBatch, rest: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -370,20 +325,6 @@ def _output_schema(source_schema: pa.Schema, job: _Job) -> pa.Schema:
                 f"available columns: {names}; set {key} to one of them"
             )
     return source_schema
-
-
-def _conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
-    """Select the output columns; cast when a later batch's types differ (e.g. all-null)."""
-    batch = batch.select(schema.names)
-    if batch.schema.equals(schema):
-        return batch
-    try:
-        return batch.cast(schema)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
-        raise DataError(
-            f"a later batch has types {batch.schema.types} that do not match the first "
-            f"batch's {schema.types}: {e}; declare the column types in data.columns"
-        ) from None
 
 
 # --------------------------------------------------------------------------- route
@@ -408,12 +349,12 @@ def _route(
             schema,
             job.dataset_dir,
             job.scoring_dir,
-            job.shards,
+            job.params.shards,
             plain=plain,
             on_train=accumulator.update,
         ) as writers:
             for batch in batches:
-                batch = _conform(batch, schema)
+                batch = conform(batch, schema)
                 profile.update(batch)
                 hashes = hasher.hash(batch, rows)
                 if id_hashes is not None:
@@ -455,7 +396,7 @@ def _verify(
                 "profiles": {stage: p.to_dict() for stage, p in profiles.items()},
             },
         )
-    rejects.refuse_above(rows_in, job.max_reject_fraction)
+    rejects.refuse_above(rows_in, job.params.max_reject_fraction)
     raise_for_errors(results)
     unique_checked = any(c.check == "unique" and c.column == job.id_column for c in job.checks)
     if job.id_column and written.repeated_ids and not unique_checked:
@@ -495,7 +436,7 @@ def _commit(
             "target": job.target,
             "feature_spec_version": spec.version,
             "split_fractions": dict(zip(SPLITS, job.fractions, strict=True)),
-            "seed": job.seed,
+            "seed": job.params.seed,
             **({"stratified": strata.to_dict()} if strata is not None else {}),
             "files": parquet_digests(job.dataset_dir),
         },
@@ -507,7 +448,7 @@ def _commit(
             "shards": written.shards,
             "schema": columns,
             "id_column": job.id_column,
-            "seed": job.seed,
+            "seed": job.params.seed,
             "files": parquet_digests(job.scoring_dir),
         },
     )

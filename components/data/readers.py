@@ -32,7 +32,7 @@ from components.data.rejects import Reject
 from components.data.sources import SourceOptions
 from components.errors import DataError
 
-__all__ = ["Batch", "count_records", "read_batches"]
+__all__ = ["Batch", "conform", "count_records", "first_rows", "read_batches"]
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +152,31 @@ def count_records(fs: pafs.FileSystem, path: str, fmt: str, options: SourceOptio
         )
         rows = sum(batch.num_rows for batch in reader)
     return rows + len(malformed)
+
+
+def first_rows(batches: Iterator[pa.RecordBatch], limit: int) -> Iterator[pa.RecordBatch]:
+    """The first ``limit`` rows of a batch stream (a quick sample for smoke runs)."""
+    for batch in batches:
+        if batch.num_rows >= limit:
+            yield batch.slice(0, limit)
+            return
+        limit -= batch.num_rows
+        yield batch
+
+
+def conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    """``batch`` as the columns of ``schema`` (the first batch's), cast when its types differ
+    (e.g. a column that is all null in this batch)."""
+    batch = batch.select(schema.names)
+    if batch.schema.equals(schema):
+        return batch
+    try:
+        return batch.cast(schema)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+        raise DataError(
+            f"a later batch has types {batch.schema.types} that do not match the first "
+            f"batch's {schema.types}: {e}; declare the column types in data.columns"
+        ) from None
 
 
 def _kept(names: list[str], wanted: set[str] | None) -> list[str]:

@@ -7,16 +7,18 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from components.errors import DataError
 from components.io.files import ParquetSink, write_json
 from components.names import MANIFEST_FILE, REJECTS_FILE
 
-__all__ = ["REJECT_SCHEMA", "Reject", "Rejects", "quarantine"]
+__all__ = ["REJECT_SCHEMA", "Reject", "Rejects", "drop_null_rows", "quarantine"]
 
 #: Columns of the ``rejects`` Parquet output.
 REJECT_SCHEMA = pa.schema(
@@ -132,3 +134,32 @@ def quarantine(directory: str | None) -> Iterator[Rejects]:
                     "schema": REJECT_SCHEMA.names,
                 },
             )
+
+
+def drop_null_rows(
+    data: pa.RecordBatch,
+    columns: Sequence[str],
+    source: str,
+    rows: np.ndarray,
+    reject: Callable[[Reject], None],
+) -> pa.RecordBatch:
+    """``data`` less its rows with a null in one of ``columns`` (``features.drop_nulls``),
+    each rejected naming the first such column; ``rows`` are the record numbers in ``source``.
+    """
+    missing = [c for c in columns if c not in data.schema.names]
+    if missing:
+        raise DataError(
+            f"features.drop_nulls names {missing}, which are not columns (columns: "
+            f"{data.schema.names}); fix the names"
+        )
+    null = np.zeros(data.num_rows, dtype=bool)
+    reason = np.full(data.num_rows, "", dtype=object)
+    for name in columns:
+        is_null = pc.is_null(data.column(name)).to_numpy(zero_copy_only=False)
+        reason[is_null & ~null] = f"column {name!r}: null (features.drop_nulls)"
+        null |= is_null
+    if not null.any():
+        return data
+    for i in np.flatnonzero(null):
+        reject(Reject(source, None, int(rows[i]), reason[i], ""))
+    return data.filter(pa.array(~null))
