@@ -91,6 +91,7 @@ class _Job:
     def of(
         cls, inputs: dict[str, str | list[str]], params: dict[str, Any], outputs: dict[str, str]
     ) -> _Job:
+        """Parse and check the params and the source (nothing is read or written yet)."""
         typed = EtlParams.parse(params)
         options = SourceOptions.of(typed.source, id_column=typed.id_column)
         checks = parse_checks(typed.quality.checks)
