@@ -35,8 +35,9 @@ import pyarrow as pa
 import torch
 from torch import nn
 
-from components.data.extract import Rejects, source_options
 from components.data.features import FeatureSpec
+from components.data.rejects import Rejects
+from components.data.sources import source_options
 from components.errors import DataError, ParamError
 from components.io.arrays import from_numpy, strings
 from components.io.files import ParquetSink, read_json, sha256_file, write_json
@@ -101,7 +102,7 @@ def run(
             (auto's cap on one batch's activations); ``threshold`` (binary label cut);
             ``id_column``, ``format``, ``csv``, ``columns``, ``storage_options`` and
             ``batch_rows`` (external data, read as etl reads its source: see
-            :meth:`components.data.extract.SourceOptions.of`); ``max_reject_fraction``
+            :meth:`components.data.sources.SourceOptions.of`); ``max_reject_fraction``
             (of a shard's CSV/JSON Lines rows that may be unreadable); ``run_id``;
             ``threads`` (torch threads); ``device`` (``auto``, ``cpu`` or ``cuda``);
             ``optimize`` (list) and ``tolerance`` (largest score change the optimization
@@ -407,11 +408,14 @@ class _Scorer:
         return scores, None, None
 
 
+#: Reads one chunk's ids and host-side features.
+_Prepare = Callable[[pa.RecordBatch], tuple[pa.Array, torch.Tensor]]
+#: Writes one chunk's ids and its scorer outputs.
+_Write = Callable[[pa.Array, tuple[Any, ...]], None]
+
+
 def _sequential(
-    chunks: Iterator[pa.RecordBatch],
-    prepare: Callable[[pa.RecordBatch], tuple[pa.Array, torch.Tensor]],
-    score: _Scorer,
-    write: Callable[[pa.Array, tuple[Any, ...]], None],
+    chunks: Iterator[pa.RecordBatch], prepare: _Prepare, score: _Scorer, write: _Write
 ) -> None:
     """Read+transform, score and write each chunk in turn, in the calling thread."""
     for chunk in chunks:
@@ -420,10 +424,7 @@ def _sequential(
 
 
 def _pipeline(
-    chunks: Iterator[pa.RecordBatch],
-    prepare: Callable[[pa.RecordBatch], tuple[pa.Array, torch.Tensor]],
-    score: _Scorer,
-    write: Callable[[pa.Array, tuple[Any, ...]], None],
+    chunks: Iterator[pa.RecordBatch], prepare: _Prepare, score: _Scorer, write: _Write
 ) -> None:
     """Read+transform, score and write concurrently; the first error anywhere stops all."""
     stop = threading.Event()

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from components.data.extract import source_options
+from components.data.sources import source_options
 from components.errors import DataError, ParamError
 from components.io.files import atomic_path, list_parts, read_json, sha256_file, write_json
 from components.names import MANIFEST_FILE

@@ -114,6 +114,22 @@ class Prepare:
         """True when the batch passes through unchanged."""
         return not any(self.to_dict().values())
 
+    def source_columns(self, columns: set[str]) -> list[str] | None:
+        """The source columns that prepared ``columns`` come from (a renamed one under its
+        source name), or None when any source column may feed them: with user transforms
+        (they may read any column) or when one of ``columns`` is derived."""
+        if self.transforms:
+            return None
+        derived = set(self.derive) | {
+            f"{column}_{part}" for column, parts in self.timestamp_parts.items() for part in parts
+        }
+        if columns & derived:
+            return None
+        found = set(columns)
+        while more := {old for old, new in self.rename.items() if new in found} - found:
+            found |= more
+        return sorted(found)
+
     def _check(self) -> None:
         for name, expression in self.derive.items():
             _parse(expression, name)

@@ -2,7 +2,7 @@
 
 An etl ``scoring`` output already holds one ``shard-<k>.parquet`` per shard and a manifest
 with the id column and row counts. Any other source is found as the etl step finds its
-source (:func:`components.data.extract.open_source`: a file, folder or glob, local or behind a
+source (:func:`components.data.sources.open_source`: a file, folder or glob, local or behind a
 ``file://``, ``s3://`` or ``gs://`` URI; CSV, JSON Lines or Parquet; the same ``data.*``
 options) and cut into units from file metadata alone, so that every shard step and the
 publish step agree on the split without talking to each other: Parquet rows, in file and
@@ -12,10 +12,10 @@ together; CSV and JSON Lines files, whose row counts would take a pass to learn,
 round-robin as whole files.
 
 Parquet is read directly (column projection, no pre-buffering, on the calling thread). CSV
-and JSON Lines go through :func:`components.data.extract.read_batches`, so they are parsed and
+and JSON Lines go through :func:`components.data.readers.read_batches`, so they are parsed and
 cast as etl would (the id column as text), with the column types of the source's first
 file in every shard; rows that cannot be read go to a reject callback, which the infer
-step turns into ``_rejects-<k>.parquet`` (:class:`components.data.extract.Rejects`).
+step turns into ``_rejects-<k>.parquet`` (:class:`components.data.rejects.Rejects`).
 """
 
 from __future__ import annotations
@@ -35,8 +35,9 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from components.data import extract
-from components.data.extract import Reject, SourceOptions
+from components.data.readers import count_records, read_batches
+from components.data.rejects import Reject
+from components.data.sources import SourceOptions, filesystem, open_source
 from components.errors import DataError
 from components.io.files import read_manifest, scoring_shard_path
 from components.names import (
@@ -110,15 +111,14 @@ class ScoringPlan:
         """Input rows of shard ``shard``: each must get a prediction or be rejected.
 
         Parquet rows come from the footers; CSV and JSON Lines records are counted by a
-        parse-only pass of their own (:func:`components.data.extract.count_records`).
+        parse-only pass of their own (:func:`components.data.readers.count_records`).
         """
         if self.etl_rows is not None:
             return self.etl_rows[shard]
         units = self.shards[shard]
         if self.format in _TEXT_FORMATS:
             return sum(
-                extract.count_records(self.fs, unit.path, self.format, self.options)
-                for unit in units
+                count_records(self.fs, unit.path, self.format, self.options) for unit in units
             )
         footers = {
             path: pq.read_metadata(path, filesystem=self.fs)
@@ -203,7 +203,7 @@ class ScoringPlan:
         types = {f.name: f.type for f in sample} if sample is not None else self.options.columns
         options = dataclasses.replace(self.options, columns=dict(types))
         paths = [unit.path for unit in units]
-        for batch in extract.read_batches(self.fs, paths, self.format, options, reject, columns):
+        for batch in read_batches(self.fs, paths, self.format, options, reject, columns):
             _check_columns(batch.source, batch.data.schema.names, columns)
             for start in range(0, batch.data.num_rows, rows):
                 yield batch.data.slice(start, rows)
@@ -216,7 +216,7 @@ class ScoringPlan:
         first = next((unit.path for units in self.shards for unit in units), "")
         if not first:
             return first, None
-        batches = extract.read_batches(self.fs, [first], self.format, self.options, lambda r: None)
+        batches = read_batches(self.fs, [first], self.format, self.options, lambda r: None)
         sample = next(batches, None)
         batches.close()
         return first, None if sample is None else sample.data.schema
@@ -273,7 +273,7 @@ def plan_scoring(source: str, shards: int, options: SourceOptions | None) -> Sco
             f"no id column is known for {source}, so predictions cannot be keyed; set "
             "data.id_column to the column that identifies rows"
         )
-    fs, files, fmt = extract.open_source(source, options)
+    fs, files, fmt = open_source(source, options)
     if fmt == "parquet":
         ranges = _parquet_ranges(fs, files, shards)
     else:
@@ -293,7 +293,7 @@ def local_model(uri: str, storage_options: dict[str, Any]) -> Iterator[str]:
     if "://" not in uri:
         yield uri
         return
-    fs, path = extract.filesystem(uri, storage_options)
+    fs, path = filesystem(uri, storage_options)
     if isinstance(fs, pafs.LocalFileSystem):
         yield path
         return

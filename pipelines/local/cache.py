@@ -191,7 +191,7 @@ def external_digest(
     if "://" in uri and not uri.startswith("file://"):
         import pyarrow.fs as pafs
 
-        from components.data.extract import filesystem
+        from components.data.sources import filesystem
 
         fs, path = filesystem(uri, dict(storage_options or {}))
         pattern = path if _GLOB.search(path) else None

@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from components import etl
+from components.data import writers
 from components.data.features import load_feature_spec
 from components.errors import DataError, ParamError
 from pipelines.errors import ConfigError
@@ -150,7 +151,7 @@ def test_shard_count_changes_only_the_scoring_output(
 ) -> None:
     # A small budget forces early flushes, as many shards do on big inputs; with this one,
     # flushing split writers too would give different row groups for 2 and 3 shards.
-    monkeypatch.setattr(etl, "PENDING_ROWS_BUDGET", 330)
+    monkeypatch.setattr(writers, "PENDING_ROWS_BUDGET", 330)
     (tmp_path / "source").mkdir()
     for k in range(3):  # one record batch per file
         write_csv(tmp_path / "source" / f"{k}.csv", HEADER, _rows(200 * k, 200 * (k + 1)))

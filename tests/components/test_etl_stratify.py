@@ -13,7 +13,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from components import etl
-from components.data.extract import SourceOptions, open_source, read_batches
+from components.data.readers import read_batches
+from components.data.sources import SourceOptions, open_source
+from components.data.split import STRATA_BINS
 from components.errors import DataError
 from components.params import EtlParams
 from tests.support.params import additions, etl_params, override
@@ -83,12 +85,12 @@ def test_each_class_gets_its_fractions_within_one_row(tmp_path: Path) -> None:
     assert _worst_miss(plain, 1, 30) >= 3  # 26 / 3 / 1 positives with this seed
     manifest = json.loads((tmp_path / "strat" / "dataset" / "_manifest.json").read_text())
     stratified = manifest["stratified"]
-    assert stratified["target"] == "label" and stratified["bins"] == etl.STRATA_BINS
+    assert stratified["target"] == "label" and stratified["bins"] == STRATA_BINS
     for label in (0, 1):
         written = {s: n for s, n in stratified["classes"][str(label)].items() if s != "cuts"}
         assert written == {s: strat[s].get(label, 0) for s in FRACTIONS}
         low, high = stratified["classes"][str(label)]["cuts"]
-        assert 0 <= low <= high <= etl.STRATA_BINS
+        assert 0 <= low <= high <= STRATA_BINS
     assert stratified["unstratified"] == dict.fromkeys(FRACTIONS, 0)
     assert "stratified" not in json.loads(
         (tmp_path / "plain" / "dataset" / "_manifest.json").read_text()

@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from components.data.features import FeatureSpec, resolve_roles
+from components.data.features import FeatureRoles, FeatureSpec
 from components.errors import DataError
 
 
@@ -35,23 +35,23 @@ def _table() -> pa.Table:
 
 
 def test_roles_are_inferred_from_types_without_id_and_target() -> None:
-    roles = resolve_roles(_table().schema, id_column="id", target="y")
+    roles = FeatureRoles(id_column="id", target="y").resolve(_table().schema)
     assert roles == {"numeric": ["x", "n"], "categorical": ["color"], "timestamp": ["at"]}
 
 
 def test_explicit_roles_are_checked_against_the_data() -> None:
     schema = _table().schema
-    roles = resolve_roles(schema, id_column="id", target="y", categorical=["n", "color"])
+    roles = FeatureRoles(id_column="id", target="y", categorical=["n", "color"]).resolve(schema)
     assert roles["categorical"] == ["n", "color"]
     assert roles["numeric"] == ["x"]
     with pytest.raises(DataError, match=r"features.numeric names column 'nope'.*available"):
-        resolve_roles(schema, id_column="id", target="y", numeric=["nope"])
+        FeatureRoles(id_column="id", target="y", numeric=["nope"]).resolve(schema)
     with pytest.raises(DataError, match=r"column 'color' of type string, which cannot be used"):
-        resolve_roles(schema, id_column="id", target="y", numeric=["color"])
+        FeatureRoles(id_column="id", target="y", numeric=["color"]).resolve(schema)
 
 
 def test_fit_and_transform_give_known_numbers() -> None:
-    spec = FeatureSpec.fit(_table(), id_column="id", target="y", max_categories=5)
+    spec = FeatureSpec.fit(_table(), FeatureRoles("id", "y"), max_categories=5)
     x, n = spec.numeric
     assert (x.mean, x.std) == pytest.approx((2.0, np.sqrt(2 / 3)))  # null ignored
     assert (n.mean, n.std) == pytest.approx((2.5, np.sqrt(1.25)))
@@ -81,7 +81,7 @@ def test_fit_and_transform_give_known_numbers() -> None:
 
 
 def test_unknown_categories_and_nulls_go_to_the_other_slot() -> None:
-    spec = FeatureSpec.fit(_table(), id_column="id", target="y", max_categories=5)
+    spec = FeatureSpec.fit(_table(), FeatureRoles("id", "y"), max_categories=5)
     scoring = pa.table(
         {
             "x": pa.array([None, 5.0]),
@@ -98,7 +98,7 @@ def test_unknown_categories_and_nulls_go_to_the_other_slot() -> None:
 
 def test_vocabulary_keeps_the_most_frequent_values_ties_by_value() -> None:
     table = pa.table({"c": ["b", "a", "c", "c", "b", "a", "d"], "y": [0] * 7})
-    spec = FeatureSpec.fit(table, id_column=None, target="y", max_categories=2)
+    spec = FeatureSpec.fit(table, FeatureRoles(None, "y"), max_categories=2)
     assert spec.categorical[0].vocabulary == ("a", "b")
     features = spec.transform(pa.table({"c": ["c", "a"]}))
     np.testing.assert_array_equal(features, [[0, 0, 1], [1, 0, 0]])
@@ -113,9 +113,9 @@ def test_streaming_fit_matches_a_single_batch_fit() -> None:
             "y": rng.integers(0, 2, 10_000),
         }
     )
-    whole = FeatureSpec.fit(table.combine_chunks(), id_column=None, target="y")
+    whole = FeatureSpec.fit(table.combine_chunks(), FeatureRoles(None, "y"))
     streamed = FeatureSpec.fit(
-        table.to_batches(max_chunksize=333), schema=table.schema, id_column=None, target="y"
+        table.to_batches(max_chunksize=333), FeatureRoles(None, "y"), schema=table.schema
     )
     assert streamed.categorical == whole.categorical
     assert streamed.numeric[0].mean == pytest.approx(whole.numeric[0].mean, rel=1e-12)
@@ -124,7 +124,7 @@ def test_streaming_fit_matches_a_single_batch_fit() -> None:
 
 
 def test_json_round_trip_keeps_the_version_and_detects_edits() -> None:
-    spec = FeatureSpec.fit(_table(), id_column="id", target="y")
+    spec = FeatureSpec.fit(_table(), FeatureRoles("id", "y"))
     text = spec.to_json()
     again = FeatureSpec.from_json(text)
     assert again == spec
@@ -136,6 +136,6 @@ def test_json_round_trip_keeps_the_version_and_detects_edits() -> None:
 
 
 def test_transform_names_missing_columns() -> None:
-    spec = FeatureSpec.fit(_table(), id_column="id", target="y")
+    spec = FeatureSpec.fit(_table(), FeatureRoles("id", "y"))
     with pytest.raises(DataError, match=r"columns \['at'\] required by feature spec"):
         spec.transform(_table().drop_columns(["at"]))
