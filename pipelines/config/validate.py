@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from components.names import OPTIMIZATIONS, TEST_METRICS, VALIDATION_METRICS
+from pipelines.config.checks import CHECKS
 from pipelines.config.cron import to_kfp_cron
 from pipelines.config.schema import STAGES, Config
 from pipelines.errors import ConfigError, KfbatchError
@@ -158,6 +159,11 @@ def _check_field(f: dataclasses.Field, annotation: Any, value: Any, key: str) ->
         _check_bounds(rules, value, key, expected)
     if "pattern" in rules and not re.fullmatch(rules["pattern"], str(value)):
         raise ConfigError(key, expected or f"a value matching {rules['pattern']}", value)
+    if "check" in rules:
+        try:
+            CHECKS[rules["check"]](value)
+        except ValueError as error:
+            raise ConfigError(key, str(error), value) from None
 
 
 def _list_item_dataclass(annotation: Any) -> type | None:
@@ -214,6 +220,7 @@ def _check_data(data: Mapping[str, Any], stages: list[str]) -> None:
             "the hashed split already spreads a numeric target evenly in expectation)",
             True,
         )
+    _check_csv(data["csv"])
     if data["kind"] == "csv" and not data["uri"]:
         raise ConfigError("data.uri", "the CSV file or directory to read when data.kind=csv")
     if data["id_column"] is None and "infer" in stages:
@@ -222,6 +229,21 @@ def _check_data(data: Mapping[str, Any], stages: list[str]) -> None:
         )
     if data["id_column"] is not None and data["id_column"] == data["target"]:
         raise ConfigError("data.id_column", "a column other than data.target", data["id_column"])
+
+
+def _check_csv(csv: Mapping[str, Any]) -> None:
+    """CSV options that parse but can never read a file."""
+    if csv["quote_char"] is not None and csv["quote_char"] == csv["delimiter"]:
+        raise ConfigError(
+            "data.csv.quote_char", "a character other than data.csv.delimiter", csv["quote_char"]
+        )
+    names = csv["column_names"]
+    if names is not None:
+        if not names or any(not str(n).strip() for n in names):
+            raise ConfigError("data.csv.column_names", "a list of non-empty names, or null", names)
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ConfigError("data.csv.column_names", "each name once", repeated)
 
 
 def _check_etl_declarations(container: Mapping[str, Any]) -> None:

@@ -102,6 +102,7 @@ class Config:
     run_date: str | None = knob(
         None,
         pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$",
+        check="date",
         expected="a date YYYY-MM-DD, or null for the day the run starts (UTC)",
     )
     stages: list[str] = knob(list(DEFAULT_STAGES))

@@ -54,16 +54,14 @@ class DataConfig:
     """Where the raw data comes from and which columns play which role."""
 
     kind: str = knob("csv", choices=("csv", "synthetic", "sklearn", "signals"))
-    uri: str | None = knob(
-        None, expected="a file, directory or glob pattern, or an s3://, gs:// or file:// URI"
-    )
+    uri: str | None = knob(None, check="data_location")
     format: str = knob("auto", choices=("auto", "csv", "jsonl", "parquet"))
     columns: dict[str, str] = knob({})
     storage_options: dict[str, Any] = knob({})
     rows: int = knob(100_000, ge=1)
     dataset: str = knob("breast_cancer", choices=("breast_cancer",))
-    id_column: str | None = None
-    target: str = MISSING
+    id_column: str | None = knob(None, check="name")
+    target: str = knob(MISSING, check="name")
     split: SplitConfig = field(default_factory=SplitConfig)
     csv: CsvConfig = field(default_factory=CsvConfig)
     batch_rows: int = knob(32_768, ge=1024)
@@ -109,9 +107,7 @@ class QualityConfig:
     """Data-quality checks (see components/data/quality.py) and the drift reference."""
 
     checks: list[dict[str, Any]] = knob([])
-    reference: str | None = knob(
-        None, expected="a feature_spec directory (from an earlier etl run) for drift checks"
-    )
+    reference: str | None = knob(None, check="data_location")
 
 
 @dataclass

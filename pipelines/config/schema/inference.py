@@ -29,23 +29,15 @@ class InferenceConfig:
     device: str = knob("auto", choices=("auto", "cpu", "cuda"))
     optimize: list[str] = knob([])
     tolerance: float = knob(0.01, ge=0.0)
-    model_uri: str | None = knob(
-        None, expected="a model artifact directory (a train output), a path or s3://, gs:// URI"
-    )
-    data_uri: str | None = knob(
-        None,
-        expected="an etl scoring set, or a CSV, JSON Lines or Parquet file, directory or glob "
-        "to score, a path or s3://, gs://, file:// URI",
-    )
+    model_uri: str | None = knob(None, check="data_location")
+    data_uri: str | None = knob(None, check="data_location")
 
 
 @dataclass
 class PublishConfig:
     """Where verified predictions go: a versioned dataset and a lookup store."""
 
-    destination: str | None = knob(
-        None, expected="a folder for versioned predictions datasets, or null"
-    )
+    destination: str | None = knob(None, check="data_location")
     partition_by: str = knob("run_date", choices=("run_date", "run_id"))
     retention: int = knob(3, ge=1)
-    store_url: str | None = knob(None, expected="a SQLAlchemy URL such as sqlite:///p.db, or null")
+    store_url: str | None = knob(None, check="sqlalchemy_url")

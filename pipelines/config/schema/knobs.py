@@ -13,6 +13,7 @@ __all__ = [
     "MEMORY_PATTERN",
     "NAME_PATTERN",
     "STAGES",
+    "SUBDOMAIN_PATTERN",
     "knob",
 ]
 
@@ -26,6 +27,10 @@ DEFAULT_STAGES = ("etl", "train", "evaluate", "infer")
 MEMORY_PATTERN = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$"
 #: DNS-1123 label: the pipeline name becomes Kubernetes and KFP resource names.
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+#: DNS-1123 subdomain: names of most Kubernetes objects (PVCs, ServiceAccounts, runtimes).
+SUBDOMAIN_PATTERN = (
+    r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+)
 
 
 def knob(default: Any = MISSING, **rules: Any) -> Any:

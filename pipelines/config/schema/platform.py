@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from omegaconf import MISSING
 
-from pipelines.config.schema.knobs import MEMORY_PATTERN, NAME_PATTERN, knob
+from pipelines.config.schema.knobs import MEMORY_PATTERN, NAME_PATTERN, SUBDOMAIN_PATTERN, knob
 
 __all__ = [
     "KubeflowConfig",
@@ -27,7 +27,7 @@ __all__ = [
 class Toleration:
     """A Kubernetes toleration for the step's pods."""
 
-    key: str = MISSING
+    key: str = knob(MISSING, check="name")
     operator: str = knob("Equal", choices=("Equal", "Exists"))
     value: str | None = None
     effect: str | None = knob(None, choices=(None, "NoSchedule", "PreferNoSchedule", "NoExecute"))
@@ -39,10 +39,13 @@ class ResourceSpec:
 
     cpu: float | None = knob(None, gt=0.0, expected="a CPU count > 0 such as 0.5 or 2")
     memory: str | None = knob(
-        None, pattern=MEMORY_PATTERN, expected="a Kubernetes quantity such as 512Mi or 4Gi"
+        None,
+        pattern=MEMORY_PATTERN,
+        check="positive_quantity",
+        expected="a Kubernetes quantity such as 512Mi or 4Gi",
     )
     gpu: int | None = knob(None, ge=0)
-    accelerator: str | None = None
+    accelerator: str | None = knob(None, check="name")
     node_selector: dict[str, str] | None = None
     tolerations: list[Toleration] | None = None
 
@@ -80,8 +83,8 @@ class ResourcesConfig:
 class RuntimeConfig:
     """How and where the local runner executes the DAG."""
 
-    runs_dir: str = "runs"
-    cache_dir: str = "${runtime.runs_dir}/.cache"
+    runs_dir: str = knob("runs", check="data_location")
+    cache_dir: str = knob("${runtime.runs_dir}/.cache", check="data_location")
     cache: bool = True
     retries: int = knob(1, ge=0, le=20)
     retry_backoff_s: float = knob(1.0, ge=0.0)
@@ -97,7 +100,7 @@ class RuntimeConfig:
 class PvcMount:
     """A PersistentVolumeClaim mounted into a step's pods."""
 
-    claim: str = MISSING
+    claim: str = knob(MISSING, pattern=SUBDOMAIN_PATTERN, expected="a PVC name")
     mount_path: str = knob(MISSING, pattern=r"^/.*", expected="an absolute path such as /data")
 
 
@@ -106,23 +109,29 @@ class KubeflowConfig:
     """Where and how the pipeline runs on Kubeflow Pipelines (compile, submit, schedule)."""
 
     host: str | None = knob(
-        None, expected="the KFP API URL, e.g. https://kubeflow.example.com/pipeline"
+        None,
+        check="http_url",
+        expected="the KFP API URL, e.g. https://kubeflow.example.com/pipeline",
     )
     namespace: str = knob("kubeflow", pattern=NAME_PATTERN, expected="a Kubernetes namespace")
-    experiment: str = "${name}"
+    experiment: str = knob("${name}", check="name")
     image: str = knob(
         "ghcr.io/kfbatch/kfbatch:0.1.0",
         # [registry[:port]/]path[:tag][@sha256:digest]: a port is not a tag.
         pattern=r"^([^\s/@]+/)*[^\s:/@]+(:[\w][\w.-]{0,127})?(@sha256:[0-9a-f]{64})?$",
         expected="a container image reference with a tag or digest",
     )
-    token_env: str = knob("KFP_TOKEN", expected="the name of an environment variable")
+    token_env: str = knob("KFP_TOKEN", check="env_name")
     in_cluster: bool = False
-    service_account: str | None = None
-    pipeline_root: str | None = None
+    service_account: str | None = knob(
+        None, pattern=SUBDOMAIN_PATTERN, expected="a Kubernetes ServiceAccount name"
+    )
+    pipeline_root: str | None = knob(None, check="pipeline_root")
     caching: bool = True
     training_api: str = knob("trainjob", choices=("trainjob", "pytorchjob"))
-    training_runtime: str = "torch-distributed"
+    training_runtime: str = knob(
+        "torch-distributed", pattern=SUBDOMAIN_PATTERN, expected="a ClusterTrainingRuntime name"
+    )
     checkpoint_pvc: str | None = knob(None, pattern=NAME_PATTERN, expected="a PVC name")
     checkpoint_mount: str = knob("/checkpoints", pattern=r"^/.*", expected="an absolute path")
     volumes: list[PvcMount] = knob([])
@@ -134,7 +143,7 @@ class ScheduleConfig:
     """When the pipeline runs on a cluster (standard 5-field cron, or null for never)."""
 
     cron: str | None = None  # checked by pipelines.config.cron (KFP needs 6 fields on the wire)
-    timezone: str = "UTC"
+    timezone: str = knob("UTC", check="timezone")
 
 
 @dataclass
@@ -160,9 +169,13 @@ class ManifestEnv:
 class ManifestsConfig:
     """The GitOps tree: where it is written, its volumes, and the environments' overlays."""
 
-    dir: str = "manifests"
-    data_size: str = knob("10Gi", pattern=MEMORY_PATTERN, expected="a storage quantity")
-    checkpoint_size: str = knob("20Gi", pattern=MEMORY_PATTERN, expected="a storage quantity")
+    dir: str = knob("manifests", check="name")
+    data_size: str = knob(
+        "10Gi", pattern=MEMORY_PATTERN, check="positive_quantity", expected="a storage quantity"
+    )
+    checkpoint_size: str = knob(
+        "20Gi", pattern=MEMORY_PATTERN, check="positive_quantity", expected="a storage quantity"
+    )
     access_mode: str = knob("ReadWriteMany", choices=("ReadWriteOnce", "ReadWriteMany"))
     submitter: ResourceSpec = field(
         default_factory=lambda: ResourceSpec(cpu=0.25, memory="512Mi", gpu=0)

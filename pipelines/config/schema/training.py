@@ -21,7 +21,7 @@ __all__ = [
 class CheckpointConfig:
     """Where and how often training writes its resumable state."""
 
-    dir: str | None = knob(None, expected="a directory path (null: no checkpoints)")
+    dir: str | None = knob(None, check="data_location")
     every_n_steps: int = knob(500, ge=0, expected="optimizer steps >= 0 (0 = epoch ends only)")
     keep: int = knob(3, ge=1)
 
@@ -69,7 +69,7 @@ class CvConfig:
     enabled: bool = False
     folds: int = knob(5, ge=2)
     stratify: bool = True
-    group_column: str | None = None
+    group_column: str | None = knob(None, check="name")
     parallelism: int = knob(2, ge=1)
 
 

@@ -165,7 +165,63 @@ BAD_CONFIGS = [
     (['+features.derive.x="age +"'], "features", "'age +' is not an expression"),
     (["features.select=[age]"], "features.select", "keeps the id and target columns"),
     (["evaluate=gated", "stages=[etl,train,infer]"], "evaluate.gate.metric", "leave out"),
+    # Right type, no meaning: refused at composition by the knobs' named checks.
+    (["run_date=2026-02-30"], "run_date", "a calendar date YYYY-MM-DD that exists"),
+    (["run_date=2026-13-01"], "run_date", "a calendar date YYYY-MM-DD that exists"),
+    (["schedule.timezone=Mars/Olympus"], "schedule.timezone", "an IANA time zone"),
+    (["schedule.timezone=''"], "schedule.timezone", "an IANA time zone"),
+    (["publish.store_url=nonsense"], "publish.store_url", "a SQLAlchemy URL"),
+    (["publish.store_url=nosuchdb://h/db"], "publish.store_url", "of an installed dialect"),
+    (["publish.destination=ftp://host/p"], "publish.destination", "a path or a file://, s3://"),
+    (["publish.destination=s3://"], "publish.destination", "a path or a file://, s3://"),
+    (["publish.destination=' '"], "publish.destination", "a non-empty name"),
+    (
+        ["stages=[infer]", "inference.model_uri=m", "inference.data_uri=htp://x/y.csv"],
+        "inference.data_uri",
+        "a place data can be read or written",
+    ),
+    (["data=csv", "data.uri=''", "data.target=y"], "data.uri", "a non-empty name"),
+    (["data.target=''"], "data.target", "a non-empty name"),
+    (["data.id_column=' id'"], "data.id_column", "without surrounding spaces"),
+    (["cv.group_column=''"], "cv.group_column", "a non-empty name"),
+    (["trainer.checkpoint.dir=''"], "trainer.checkpoint.dir", "a non-empty name"),
+    (["kubeflow.host=kubeflow.example.com"], "kubeflow.host", "an http:// or https:// URL"),
+    (["kubeflow.host=http://h:port/pipeline"], "kubeflow.host", "whose port is a number"),
+    (["kubeflow.pipeline_root=/tmp/root"], "kubeflow.pipeline_root", "a gs://, s3:// or minio://"),
+    (["kubeflow.token_env=KFP-TOKEN"], "kubeflow.token_env", "an environment variable"),
+    (["kubeflow.experiment=''"], "kubeflow.experiment", "a non-empty name"),
+    (["kubeflow.service_account=My_SA"], "kubeflow.service_account", "ServiceAccount name"),
+    (["kubeflow.training_runtime=''"], "kubeflow.training_runtime", "ClusterTrainingRuntime"),
+    (
+        ["kubeflow.volumes=[{claim: Data_PVC, mount_path: /data}]"],
+        "kubeflow.volumes[0].claim",
+        "a PVC name",
+    ),
+    (["resources.default.memory=0Gi"], "resources.default.memory", "above zero"),
+    (["manifests.data_size=0"], "manifests.data_size", "above zero"),
+    (["resources.steps.train.accelerator=''"], "resources.steps.train.accelerator", "non-empty"),
+    (["data.csv.quote_char=','"], "data.csv.quote_char", "other than data.csv.delimiter"),
+    (["data.csv.column_names=[a,b,a]"], "data.csv.column_names", "each name once"),
+    (["data.csv.column_names=[]"], "data.csv.column_names", "non-empty names"),
 ]
+
+
+def test_meaningful_values_pass_the_named_checks() -> None:
+    config = compose_config(
+        [
+            "run_date=2024-02-29",
+            "schedule.timezone=Europe/Berlin",
+            "publish.store_url=postgresql+psycopg://kfbatch@db.internal:5432/predictions",
+            "publish.destination=s3://lake/predictions",
+            "kubeflow.host=https://kubeflow.example.com:8443/pipeline",
+            "kubeflow.pipeline_root=minio://mlpipeline/v2/artifacts",
+            "kubeflow.service_account=pipeline-runner.v2",
+            "resources.default.memory=0.5Gi",
+            "data.csv.quote_char=null",
+        ]
+    ).config
+    assert config.schedule.timezone == "Europe/Berlin"
+    assert config.run_date == "2024-02-29"
 
 
 @pytest.mark.parametrize(
