@@ -93,6 +93,8 @@ class CsvParams(Params):
     column_names: list[str] | None
     skip_rows: int
     null_values: list[str] | None
+    encoding: str
+    decimal_point: str
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ callback (with its record number and reason), keeping the rest of the batch.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 
 import numpy as np
@@ -19,6 +20,8 @@ from components.data.sources import SourceOptions, parse_type
 from components.errors import DataError
 
 __all__ = ["Caster"]
+
+log = logging.getLogger(__name__)
 
 
 class Caster:
@@ -36,6 +39,9 @@ class Caster:
         self._first = True
         self._declared = {n: parse_type(t, f"columns.{n}") for n, t in options.columns.items()}
         self._id_column = options.id_column
+        self._decimal_point = options.decimal_point
+        #: Text columns whose values would be numbers with the other decimal point.
+        self.locale_numbers: list[str] = []
 
     def _infer(self, batch: pa.RecordBatch) -> None:
         """Types of text columns as pyarrow's CSV reader would infer them from this batch."""
@@ -45,7 +51,31 @@ class Caster:
             elif name == self._id_column or not pa.types.is_string(column.type):
                 self.types[name] = column.type
             else:
-                self.types[name] = _infer_text(column)
+                self.types[name] = _infer_text(self._numeric_text(column))
+                if self.types[name] == pa.string() and self._other_locale_numbers(column):
+                    self.locale_numbers.append(name)
+                    log.warning(
+                        "column %r holds numbers written with decimal commas (e.g. %r) and is "
+                        "read as text; set data.csv.decimal_point=',' to read them as numbers",
+                        name,
+                        column.drop_null()[0].as_py(),
+                    )
+
+    def _numeric_text(self, column: pa.Array) -> pa.Array:
+        """Text as numbers are cast from: with the decimal point ``.``."""
+        if self._decimal_point == "." or not pa.types.is_string(column.type):
+            return column
+        return pc.replace_substring(column, self._decimal_point, ".")
+
+    def _other_locale_numbers(self, column: pa.Array) -> bool:
+        """Whether most of a text column would be floats with a decimal comma instead."""
+        if self._decimal_point != ".":
+            return False
+        sample = column.drop_null().slice(0, 10_000)
+        if len(sample) == 0 or not pc.any(pc.match_substring(sample, ",")).as_py():
+            return False
+        swapped = pc.replace_substring(sample, ",", ".")
+        return _infer_text(swapped) == pa.float64()
 
     def __call__(
         self, batch: pa.RecordBatch, rows: np.ndarray, path: str, reject: Callable[[Reject], None]
@@ -61,6 +91,8 @@ class Caster:
             if column.type == target:
                 columns.append(column)
                 continue
+            if pa.types.is_floating(target) or pa.types.is_decimal(target):
+                column = self._numeric_text(column)
             try:
                 columns.append(pc.cast(column, target))
                 continue

@@ -213,6 +213,7 @@ def _csv_options(
         skip_rows=options.skip_rows,
         column_names=names,
         autogenerate_column_names=not options.header and names is None,
+        encoding=options.encoding,
     )
     if options.header and names:
         read_options.skip_rows_after_names = 1
@@ -240,12 +241,15 @@ def _csv_sample(file: _File) -> pa.RecordBatch:
         quote_char=parse_options.quote_char,
         invalid_row_handler=lambda row: "skip",
     )
-    table = pacsv.read_csv(
-        io.BytesIO(head[: cut + 1] if cut > 0 else head),
-        read_options=read_options,
-        parse_options=quiet,
-        convert_options=_convert(names, dict.fromkeys(names, pa.string()), file.options),
-    )
+    try:
+        table = pacsv.read_csv(
+            io.BytesIO(head[: cut + 1] if cut > 0 else head),
+            read_options=read_options,
+            parse_options=quiet,
+            convert_options=_convert(names, dict.fromkeys(names, pa.string()), file.options),
+        )
+    except pa.ArrowInvalid as e:
+        raise _csv_error(file.path, e, file.options) from None
     return _first_batch(table)
 
 
@@ -264,6 +268,7 @@ def _convert(
     return pacsv.ConvertOptions(
         column_types={n: types.get(n, pa.string()) for n in names},
         strings_can_be_null=True,
+        decimal_point=options.decimal_point,
         **({"include_columns": _kept(names, wanted)} if wanted is not None else {}),
         **({"null_values": list(options.null_values)} if options.null_values else {}),
     )
@@ -312,10 +317,10 @@ def _read_csv(file: _File, *, types: dict[str, pa.DataType]) -> Iterator[_Rows]:
                 message = str(e).lower()
                 if threads and "parse error" in message:
                     threads = False  # a malformed row: its line is known only without threads
-                elif types and "conversion error" in message:
+                elif types and "conversion error" in message and not _undecodable(e):
                     types = {}  # a bad value: read as text, the caster rejects its row
                 else:
-                    raise DataError(f"{path} cannot be parsed as CSV: {e}; fix the file") from None
+                    raise _csv_error(path, e, file.options) from None
                 log.info("%s: %s; reading it again to quarantine the bad rows", path, e)
 
 
@@ -333,8 +338,28 @@ def _csv_names(
     try:
         table = pacsv.read_csv(io.BytesIO(sample), read_options=read_options, parse_options=quiet)
     except pa.ArrowInvalid as e:
+        if _undecodable(e):
+            raise DataError(
+                f"the CSV header is not valid {read_options.encoding} text ({e}); set "
+                "data.csv.encoding to the file's encoding, e.g. latin-1 or cp1252"
+            ) from None
         raise DataError(f"the CSV header cannot be parsed: {e}; check data.csv options") from None
     return table.schema.names
+
+
+def _undecodable(error: pa.ArrowInvalid) -> bool:
+    """Whether pyarrow failed on bytes that are not text in the expected encoding."""
+    return "invalid utf8" in str(error).lower()
+
+
+def _csv_error(path: str, error: pa.ArrowInvalid, options: SourceOptions) -> DataError:
+    """A data error for a CSV file pyarrow gave up on, naming the fix."""
+    if _undecodable(error):
+        return DataError(
+            f"{path} is not valid {options.encoding} text ({error}); set data.csv.encoding to "
+            "the file's encoding, e.g. latin-1 or cp1252 for spreadsheet exports"
+        )
+    return DataError(f"{path} cannot be parsed as CSV: {error}; fix the file")
 
 
 def _bad_csv_row(row: Any, path: str, reject: Callable[[Reject], None]) -> str:
@@ -379,10 +404,17 @@ def _read_jsonl(file: _File) -> Iterator[_Rows]:
                     lines.pop()
                 good: list[bytes] = []
                 numbers: list[int] = []
+                utf8 = _is_utf8(data)  # pyarrow's JSON parser lets invalid UTF-8 through
                 for offset, text in enumerate(lines, start=line + 1):
-                    if text.strip():
-                        good.append(text)
-                        numbers.append(offset)
+                    if not text.strip():
+                        continue
+                    if not utf8 and not _is_utf8(text):
+                        reason = "not valid UTF-8 text (JSON Lines files are UTF-8)"
+                        record = text.decode("utf-8", "replace")
+                        file.reject(Reject(file.path, offset, offset, reason, record))
+                        continue
+                    good.append(text)
+                    numbers.append(offset)
                 line += len(lines)
                 if schema is None:
                     schema = _json_schema(good, file.options)
@@ -394,6 +426,14 @@ def _read_jsonl(file: _File) -> Iterator[_Rows]:
                     kept = kept[n:]
             if not chunk:
                 break
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _json_schema(lines: list[bytes], options: SourceOptions) -> pa.Schema:

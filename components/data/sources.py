@@ -45,9 +45,10 @@ class SourceOptions:
 
     Attributes:
         format: ``csv``, ``jsonl``, ``parquet`` or ``auto`` (from the file extension).
-        delimiter, quote_char, header, column_names, skip_rows, null_values: CSV options;
-            ``quote_char=None`` turns quoting off; ``header=False`` needs ``column_names``
-            (or names columns ``f0, f1, ...``).
+        delimiter, quote_char, header, column_names, skip_rows, null_values, encoding,
+            decimal_point: CSV options; ``quote_char=None`` turns quoting off;
+            ``header=False`` needs ``column_names`` (or names columns ``f0, f1, ...``);
+            ``encoding`` is a Python codec name; ``decimal_point=","`` reads ``12,5`` as 12.5.
         columns: Declared column types (``{name: "float64"}``, or Arrow types); undeclared
             columns keep the type inferred from the first block of the first file.
         id_column: Always read as text.
@@ -63,6 +64,8 @@ class SourceOptions:
     column_names: tuple[str, ...] | None
     skip_rows: int
     null_values: tuple[str, ...] | None
+    encoding: str
+    decimal_point: str
     columns: dict[str, str | pa.DataType]
     id_column: str | None
     storage_options: dict[str, Any]
@@ -88,6 +91,8 @@ class SourceOptions:
             column_names=tuple(csv.column_names) if csv.column_names else None,
             skip_rows=csv.skip_rows,
             null_values=tuple(csv.null_values) if csv.null_values is not None else None,
+            encoding=csv.encoding,
+            decimal_point=csv.decimal_point,
             columns=dict(source.columns),
             id_column=id_column,
             storage_options=dict(source.storage_options),

@@ -95,6 +95,15 @@ def _positive_quantity(value: str) -> None:
         raise ValueError("a Kubernetes quantity above zero such as 512Mi or 4Gi")
 
 
+def _encoding(value: str) -> None:
+    import codecs
+
+    try:
+        codecs.lookup(value)
+    except LookupError:
+        raise ValueError("a Python codec name such as utf-8, latin-1 or cp1252") from None
+
+
 def _env_name(value: str) -> None:
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
         raise ValueError("the name of an environment variable")
@@ -111,4 +120,5 @@ CHECKS: dict[str, Callable[[Any], None]] = {
     "sqlalchemy_url": _sqlalchemy_url,
     "positive_quantity": _positive_quantity,
     "env_name": _env_name,
+    "encoding": _encoding,
 }

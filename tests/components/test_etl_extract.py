@@ -13,7 +13,7 @@ import pytest
 
 from components import etl
 from components.data.features import load_feature_spec
-from components.errors import DataError
+from components.errors import DataError, PermanentError
 from tests.support.params import additions, etl_params, override
 
 HEADER = "id,amount,kind,at,label"
@@ -212,3 +212,63 @@ def test_s3_glob_source_through_a_local_s3_server(
             tmp_path / "out2",
             *additions("data.storage_options", storage),
         )
+
+
+def _latin1_rows(count: int) -> str:
+    """Semicolons, decimal commas and accented names: a European spreadsheet export."""
+    lines = [f"r{i};Müller-{i};{i},5;{i % 2}" for i in range(count)]
+    return "\n".join(["id;name;amount;label", *lines]) + "\n"
+
+
+def test_a_latin1_csv_is_a_data_error_naming_the_encoding_option(tmp_path: Path) -> None:
+    source = tmp_path / "export.csv"
+    source.write_bytes(_latin1_rows(60).encode("latin-1"))
+    with pytest.raises(DataError, match=r"export.csv is not valid utf-8 text .*data.csv.encoding"):
+        _run(source, tmp_path / "out", "data.csv.delimiter=';'")
+    assert isinstance(DataError("x"), PermanentError)  # the runner never retries it
+
+
+def test_encoding_and_decimal_point_read_a_european_export(tmp_path: Path) -> None:
+    source = tmp_path / "export.csv"
+    source.write_bytes(_latin1_rows(60).encode("latin-1"))
+    out = tmp_path / "out"
+    metrics = _run(
+        source,
+        out,
+        "data.csv.delimiter=';'",
+        "data.csv.encoding=latin-1",
+        "data.csv.decimal_point=','",
+    )
+    assert (metrics["rows"], metrics["rows_rejected"]) == (60, 0)
+    table = pq.read_table(out / "scoring").sort_by("id")
+    assert table.schema.field("amount").type == pa.float64()
+    first = table.filter(pa.compute.equal(table["id"], "r7")).to_pylist()[0]
+    assert (first["name"], first["amount"]) == ("Müller-7", 7.5)
+
+
+def test_decimal_commas_read_as_text_are_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    source = tmp_path / "export.csv"
+    source.write_text(_latin1_rows(60))
+    with caplog.at_level("WARNING", logger="components.data.casting"):
+        _run(source, tmp_path / "out", "data.csv.delimiter=';'")
+    schema = pq.read_schema(tmp_path / "out" / "scoring" / "shard-00000.parquet")
+    assert schema.field("amount").type == pa.string()  # what was asked for, but said so
+    assert "column 'amount' holds numbers written with decimal commas" in caplog.text
+    assert "data.csv.decimal_point=','" in caplog.text
+
+
+def test_jsonl_lines_that_are_not_utf8_are_quarantined(tmp_path: Path) -> None:
+    lines = [json.dumps(r).encode() for r in _rows(0, 30)]
+    lines[5] = lines[5].replace(b'"c"', '"ç"'.encode("latin-1"))
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(b"\n".join(lines) + b"\n")
+    out = tmp_path / "out"
+    metrics = _run(source, out, "etl.max_reject_fraction=0.1")
+    assert (metrics["rows_in"], metrics["rows"], metrics["rows_rejected"]) == (30, 29, 1)
+    (reject,) = _rejects(out)
+    assert (reject["line"], reject["reason"]) == (
+        6,
+        "not valid UTF-8 text (JSON Lines files are UTF-8)",
+    )

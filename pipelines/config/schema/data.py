@@ -47,6 +47,10 @@ class CsvConfig:
     column_names: list[str] | None = None
     skip_rows: int = knob(0, ge=0)
     null_values: list[str] | None = None
+    # Spreadsheet exports are often latin-1 / cp1252; pyarrow transcodes them to UTF-8.
+    encoding: str = knob("utf-8", check="encoding")
+    # "," reads decimal commas (12,5) as numbers, as many European exports write them.
+    decimal_point: str = knob(".", choices=(".", ","))
 
 
 @dataclass

@@ -203,6 +203,8 @@ BAD_CONFIGS = [
     (["data.csv.quote_char=','"], "data.csv.quote_char", "other than data.csv.delimiter"),
     (["data.csv.column_names=[a,b,a]"], "data.csv.column_names", "each name once"),
     (["data.csv.column_names=[]"], "data.csv.column_names", "non-empty names"),
+    (["data.csv.encoding=latin-9x"], "data.csv.encoding", "a Python codec name"),
+    (["data.csv.decimal_point=x"], "data.csv.decimal_point", "one of '.', ','"),
 ]
 
 
