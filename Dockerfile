@@ -22,21 +22,24 @@ FROM python:${PYTHON_VERSION}-slim
 # cuda: the normal PyPI build, which brings its CUDA runtime as nvidia-* wheels (the GPU
 # driver comes from the node through the NVIDIA container toolkit).
 ARG TORCH=cpu
-ARG TORCH_VERSION=2.13.0
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 COPY --from=wheel /wheels /tmp/wheels
-# torch==2.13.0 in the wheel's requirements accepts an installed 2.13.0+cpu build.
+# Every version from constraints.txt, the lock make and CI install; torch==X there accepts
+# the X+cpu build taken from the PyTorch CPU index first.
+COPY constraints.txt /tmp/constraints.txt
 RUN set -eu; \
+    torch=$(grep '^torch==' /tmp/constraints.txt); \
     case "$TORCH" in \
-      cpu) pip install --index-url https://download.pytorch.org/whl/cpu "torch==${TORCH_VERSION}" ;; \
+      cpu) pip install --index-url https://download.pytorch.org/whl/cpu "$torch" ;; \
       cuda) ;; \
       *) echo "TORCH must be cpu or cuda, got '$TORCH'" >&2; exit 2 ;; \
     esac; \
-    pip install /tmp/wheels/kfbatch-*.whl; \
-    rm -rf /tmp/wheels; \
+    wheel=$(ls /tmp/wheels/kfbatch-*.whl); \
+    pip install -c /tmp/constraints.txt "${wheel}[postgres]"; \
+    rm -rf /tmp/wheels /tmp/constraints.txt; \
     kfbatch --version
 # Non-root. KFP's launcher stages artifacts under /gcs, /minio, /s3 and /oci, which a
 # non-root user cannot create (kubeflow/pipelines#10397): create them, owned by the user and

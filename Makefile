@@ -6,14 +6,28 @@ INSTALLED := $(VENV)/.installed
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test lint bench clean
+CONSTRAINTS := constraints.txt
 
-$(INSTALLED): pyproject.toml
+.PHONY: run test lint bench lock clean
+
+# Installs through the exact versions of constraints.txt (pyproject.toml holds ranges).
+$(INSTALLED): pyproject.toml $(CONSTRAINTS)
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "kfbatch needs Python >= 3.11: run make PYTHON=python3.11 ...")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) -e ".[test]"
 	touch $(INSTALLED)
+
+## make lock: re-resolve pyproject.toml's ranges in a scratch venv and write constraints.txt
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install --quiet --upgrade pip
+	.lock-venv/bin/python -m pip install --quiet ".[test]"
+	{ echo "# Exact versions make, CI and the image install (make lock rewrites this file)."; \
+	  echo "# Local build tags are dropped: torch==X also accepts a CPU build X+cpu."; \
+	  .lock-venv/bin/python -m pip freeze --exclude kfbatch | sed -E 's/\+[A-Za-z0-9.]+$$//'; \
+	} > $(CONSTRAINTS)
+	rm -rf .lock-venv
 
 ## make run: run the demo pipeline locally end to end (ARGS="trainer.epochs=2" to override)
 run: $(INSTALLED)

@@ -7,6 +7,7 @@ path, keep its compute libraries to the step's CPUs, and put the run id into its
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -20,14 +21,24 @@ def load_component(component: str) -> Callable[..., Any]:
     return getattr(importlib.import_module(module_name), function_name or "run")
 
 
-def limit_threads(threads: int | None) -> None:
-    """Keep torch and pyarrow (once a component imported them) to ``threads`` threads.
+#: Variables the BLAS and OpenMP runtimes read when they start (in processes a step spawns).
+THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
-    Both size their pools by the machine's cores, not by the step's CPU request or the
+
+def limit_threads(threads: int | None) -> None:
+    """Keep torch, pyarrow and the BLAS/OpenMP pools (numpy, scipy, scikit-learn) of this
+    process, once a component imported them, and of the processes it starts, to ``threads``.
+
+    All size their pools by the machine's cores, not by the step's CPU request or the
     container's limit.
     """
     if threads is None:
         return
+    from threadpoolctl import threadpool_limits
+
+    for name in THREAD_ENV:
+        os.environ[name] = str(max(threads, 1))
+    threadpool_limits(max(threads, 1))
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(threads)
     if "pyarrow" in sys.modules:

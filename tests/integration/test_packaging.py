@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.deps import declared_distributions, undeclared_imports
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -108,3 +110,26 @@ def test_wheel_ships_the_config_tree(tmp_path: Path) -> None:
     )
     assert str(REPO) not in where.stdout
     assert str(site) in where.stdout
+
+
+def test_every_imported_package_is_declared() -> None:
+    declared = declared_distributions(REPO / "pyproject.toml")
+    assert undeclared_imports([REPO / "components", REPO / "pipelines"], declared) == {}
+
+
+def test_the_dependency_check_names_an_undeclared_import(tmp_path: Path) -> None:
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "a.py").write_text("import os\nimport numpy as np\nfrom pkg import b\n")
+    (package / "b.py").write_text("import yaml\nfrom nosuchdist.sub import thing\n")
+    pyproject = tmp_path / "pyproject.toml"
+    pyproject.write_text(
+        '[project]\nname = "pkg"\ndependencies = ["numpy>=1"]\n'
+        '[project.optional-dependencies]\ntest = ["PyYAML"]\n'
+    )
+    declared = declared_distributions(pyproject)
+    assert declared == {"numpy"}  # test-only requirements do not count
+    assert undeclared_imports([package], declared) == {
+        "yaml": [str(package / "b.py")],
+        "nosuchdist": [str(package / "b.py")],
+    }
