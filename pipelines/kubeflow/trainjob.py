@@ -45,32 +45,27 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from components.names import CHECKPOINT_DIR_ENV, DISTRIBUTED_ENV, METRICS_FILE, RUN_ID_ENV
+from components.names import CHECKPOINT_DIR_ENV, METRICS_FILE, RUN_ID_ENV
+from pipelines import k8s
 from pipelines.config.schema import Config
 from pipelines.dag import Resources, Step
 from pipelines.errors import KfbatchError
 
 __all__ = [
-    "DISTRIBUTED_ENV",
-    "KUEUE_QUEUE_LABEL",
     "PYTORCHJOB_RENDEZVOUS",
     "TRAINJOB_CONTAINER",
     "TRAIN_ENTRY",
     "JobKind",
     "TrainJobError",
+    "TrainingJobSpec",
     "build_pytorchjob",
     "build_training_job",
     "build_trainjob",
-    "container_security_context",
-    "cpu_quantity",
     "distributed_settings",
     "job_kind",
     "job_name",
-    "pod_security_context",
-    "resource_requirements",
     "run_distributed",
     "run_trainjob",
-    "tolerations",
     "train_command",
 ]
 
@@ -85,15 +80,8 @@ TRAIN_ENTRY: tuple[str, ...] = ("torchrun", "-m", "components.train")
 #: ``PET_NODE_RANK`` but the master's address only as ``MASTER_ADDR``/``MASTER_PORT``, which
 #: torchrun does not read: the kubelet substitutes them into these arguments.
 PYTORCHJOB_RENDEZVOUS = ("--master-addr=$(MASTER_ADDR)", "--master-port=$(MASTER_PORT)")
-#: Environment variable carrying :func:`distributed_settings` into the KFP training task.
-#: Kueue admits a Job or TrainJob into this local queue (``runtime.queue``).
-KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 #: The replicated job and container of ``torch-distributed`` that runs the trainer.
 TRAINJOB_CONTAINER = "node"
-#: Where the training pods get a writable scratch directory (the root filesystem is read-only).
-SCRATCH_MOUNT = "/tmp"
-#: The non-root user and group the pods run as (any uid works with the project image).
-RUN_AS_USER = 10001
 
 _RFC1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _DIGEST_ANNOTATION = "kfbatch.io/spec-digest"
@@ -134,109 +122,71 @@ def job_kind(manifest: Mapping[str, Any]) -> JobKind:
         ) from None
 
 
-# --------------------------------------------------------------------------- pod pieces
-
-
-def cpu_quantity(cpu: float) -> str:
-    """A CPU count as a Kubernetes quantity: ``2`` or ``500m``."""
-    millis = math.ceil(cpu * 1000 - 1e-6)
-    return str(millis // 1000) if millis % 1000 == 0 else f"{millis}m"
-
-
-def resource_requirements(resources: Resources) -> dict[str, dict[str, str]]:
-    """Requests equal to limits (Guaranteed QoS), GPUs under their accelerator name."""
-    amounts = {"cpu": cpu_quantity(resources.cpu), "memory": resources.memory}
-    if resources.gpu:
-        amounts[resources.accelerator or "nvidia.com/gpu"] = str(resources.gpu)
-    return {"limits": dict(amounts), "requests": dict(amounts)}
-
-
-def pod_security_context() -> dict[str, Any]:
-    """Non-root pods with the runtime's default seccomp profile."""
-    return {
-        "fsGroup": RUN_AS_USER,
-        "runAsGroup": RUN_AS_USER,
-        "runAsNonRoot": True,
-        "runAsUser": RUN_AS_USER,
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
-
-
-def container_security_context() -> dict[str, Any]:
-    """No privilege escalation, no capabilities, a read-only root filesystem."""
-    return {
-        "allowPrivilegeEscalation": False,
-        "capabilities": {"drop": ["ALL"]},
-        "privileged": False,
-        "readOnlyRootFilesystem": True,
-        "runAsNonRoot": True,
-        "runAsUser": RUN_AS_USER,
-    }
-
-
-def tolerations(resources: Resources) -> list[dict[str, str]]:
-    """The step's tolerations as Kubernetes writes them (unset fields left out)."""
-    out = []
-    for t in resources.tolerations:
-        item = {"key": t.key, "operator": t.operator}
-        if t.value is not None:
-            item["value"] = t.value
-        if t.effect is not None:
-            item["effect"] = t.effect
-        out.append(item)
-    return out
-
-
-def _volumes(volumes: Sequence[tuple[str, str]]) -> tuple[list[dict], list[dict]]:
-    """Pod volumes and container mounts: a scratch ``emptyDir`` plus each (claim, path)."""
-    pod = [{"emptyDir": {}, "name": "scratch"}]
-    mounts = [{"mountPath": SCRATCH_MOUNT, "name": "scratch"}]
-    for index, (claim, path) in enumerate(volumes):
-        name = f"pvc-{index}"
-        pod.append({"name": name, "persistentVolumeClaim": {"claimName": claim}})
-        mounts.append({"mountPath": path, "name": name})
-    return pod, mounts
-
-
-def _env(env: Mapping[str, str]) -> list[dict[str, str]]:
-    merged = {"HOME": SCRATCH_MOUNT, **env}
-    return [{"name": k, "value": str(merged[k])} for k in sorted(merged)]
-
-
-def _metadata(
-    name: str, namespace: str | None, labels: Mapping[str, str], queue: str | None
-) -> dict[str, Any]:
-    all_labels = {**labels, **({KUEUE_QUEUE_LABEL: queue} if queue else {})}
-    meta: dict[str, Any] = {"name": name}
-    if namespace:
-        meta["namespace"] = namespace
-    if all_labels:
-        meta["labels"] = dict(sorted(all_labels.items()))
-    return meta
-
-
 # --------------------------------------------------------------------------- builders
 
 
-def build_trainjob(
-    *,
-    name: str,
-    namespace: str | None,
-    image: str,
-    command: Sequence[str],
-    args: Sequence[str] = (),
-    nodes: int,
-    procs_per_node: int,
-    resources: Resources,
-    runtime: str = "torch-distributed",
-    env: Mapping[str, str] | None = None,
-    volumes: Sequence[tuple[str, str]] = (),
-    queue: str | None = None,
-    service_account: str | None = None,
-    labels: Mapping[str, str] | None = None,
-    timeout_s: float = 0.0,
-) -> dict[str, Any]:
-    """A Kubeflow Trainer ``TrainJob`` running ``command`` on ``nodes`` nodes.
+@dataclass(frozen=True)
+class TrainingJobSpec:
+    """What a training job runs and where, whichever API (TrainJob, PyTorchJob) runs it.
+
+    Attributes:
+        name: The job's name (an RFC 1035 label, at most 63 characters).
+        namespace: Its namespace, or None to leave it to kustomize or the caller.
+        command: What every node runs (with ``args`` after it).
+        nodes: How many nodes (pods) the job spans.
+        procs_per_node: Training processes (ranks) per node.
+        resources: What each node requests.
+        env: Environment variables of every node (``HOME`` is the scratch volume).
+        volumes: (PVC name, mount path) pairs mounted on every node.
+        queue: A Kueue local queue, set as the ``kueue.x-k8s.io/queue-name`` label.
+        timeout_s: The job's ``activeDeadlineSeconds`` when > 0.
+    """
+
+    name: str
+    namespace: str | None
+    image: str
+    command: Sequence[str]
+    nodes: int
+    procs_per_node: int
+    resources: Resources
+    args: Sequence[str] = ()
+    env: Mapping[str, str] | None = None
+    volumes: Sequence[tuple[str, str]] = ()
+    queue: str | None = None
+    service_account: str | None = None
+    labels: Mapping[str, str] | None = None
+    timeout_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check_name(self.name)
+
+    def metadata(self) -> dict[str, Any]:
+        return k8s.metadata(self.name, self.namespace, labels=self.labels, queue=self.queue)
+
+    def mounts(self) -> list[dict[str, Any]]:
+        """The node container's mounts: the scratch volume, then each PVC."""
+        return [
+            k8s.volume_mount("scratch", k8s.SCRATCH_MOUNT),
+            *(k8s.volume_mount(f"pvc-{i}", path) for i, (_, path) in enumerate(self.volumes)),
+        ]
+
+    def pod_spec(self, container: dict[str, Any]) -> dict[str, Any]:
+        """A node's pod: ``container``, the volumes, placement and identity."""
+        volumes = [
+            k8s.scratch_volume(),
+            *(k8s.pvc_volume(f"pvc-{i}", claim) for i, (claim, _) in enumerate(self.volumes)),
+        ]
+        return k8s.pod_spec(
+            [container], volumes, resources=self.resources, service_account=self.service_account
+        )
+
+    def deadline(self) -> dict[str, int]:
+        """``activeDeadlineSeconds`` when the job has a timeout."""
+        return {"activeDeadlineSeconds": math.ceil(self.timeout_s)} if self.timeout_s > 0 else {}
+
+
+def build_trainjob(job: TrainingJobSpec, *, runtime: str = "torch-distributed") -> dict[str, Any]:
+    """A Kubeflow Trainer ``TrainJob`` running ``job.command`` on ``job.nodes`` nodes.
 
     Image, command, node count, processes per node and per-node resources go in
     ``spec.trainer``; what the trainer spec cannot say (node selector, tolerations, volumes,
@@ -244,117 +194,69 @@ def build_trainjob(
     runtime's ``node`` job.
 
     Args:
-        name: The job's name (an RFC 1035 label, at most 63 characters).
-        namespace: Its namespace, or None to leave it to kustomize or the caller.
         runtime: The ``ClusterTrainingRuntime`` to instantiate.
-        volumes: (PVC name, mount path) pairs mounted on every node.
-        queue: A Kueue local queue, set as the ``kueue.x-k8s.io/queue-name`` label.
-        timeout_s: ``spec.activeDeadlineSeconds`` when > 0.
     """
-    _check_name(name)
-    pod_volumes, mounts = _volumes(volumes)
-    container = {
-        "name": TRAINJOB_CONTAINER,
-        "securityContext": container_security_context(),
-        "volumeMounts": mounts,
-    }
-    pod_spec = _pod_spec(container, pod_volumes, resources, service_account)
+    pod_spec = job.pod_spec(k8s.container(TRAINJOB_CONTAINER, mounts=job.mounts()))
+    node = {"spec": {"template": {"spec": pod_spec}}}
+    replicated = {"name": TRAINJOB_CONTAINER, "template": node}
+    patch = {"template": {"spec": {"replicatedJobs": [replicated]}}}
     spec: dict[str, Any] = {
-        "runtimePatches": [
-            {
-                "manager": "kfbatch.io/launcher",
-                "trainingRuntimeSpec": {
-                    "template": {
-                        "spec": {
-                            "replicatedJobs": [
-                                {
-                                    "name": TRAINJOB_CONTAINER,
-                                    "template": {"spec": {"template": {"spec": pod_spec}}},
-                                }
-                            ]
-                        }
-                    }
-                },
-            }
-        ],
+        "runtimePatches": [{"manager": "kfbatch.io/launcher", "trainingRuntimeSpec": patch}],
         "runtimeRef": {
             "apiGroup": TRAINJOB.group,
             "kind": "ClusterTrainingRuntime",
             "name": runtime,
         },
         "trainer": {
-            "args": list(args),
-            "command": list(command),
-            "env": _env(env or {}),
-            "image": image,
-            "numNodes": nodes,
-            "numProcPerNode": procs_per_node,
-            "resourcesPerNode": resource_requirements(resources),
+            "args": list(job.args),
+            "command": list(job.command),
+            "env": k8s.env_vars(job.env or {}),
+            "image": job.image,
+            "numNodes": job.nodes,
+            "numProcPerNode": job.procs_per_node,
+            "resourcesPerNode": k8s.resource_requirements(job.resources),
         },
+        **job.deadline(),
     }
-    if timeout_s > 0:
-        spec["activeDeadlineSeconds"] = math.ceil(timeout_s)
     return {
         "apiVersion": TRAINJOB.api_version,
         "kind": TRAINJOB.kind,
-        "metadata": _metadata(name, namespace, labels or {}, queue),
+        "metadata": job.metadata(),
         "spec": spec,
     }
 
 
-def build_pytorchjob(
-    *,
-    name: str,
-    namespace: str | None,
-    image: str,
-    command: Sequence[str],
-    args: Sequence[str] = (),
-    nodes: int,
-    procs_per_node: int,
-    resources: Resources,
-    env: Mapping[str, str] | None = None,
-    volumes: Sequence[tuple[str, str]] = (),
-    queue: str | None = None,
-    service_account: str | None = None,
-    labels: Mapping[str, str] | None = None,
-    timeout_s: float = 0.0,
-) -> dict[str, Any]:
+def build_pytorchjob(job: TrainingJobSpec) -> dict[str, Any]:
     """A training operator ``PyTorchJob``: one ``Master`` and ``nodes - 1`` ``Worker`` pods.
 
-    Same arguments as :func:`build_trainjob` (except ``runtime``). Failed pods are not
-    restarted by the operator (``backoffLimit: 0``): a retry is the pipeline task's.
+    Failed pods are not restarted by the operator (``backoffLimit: 0``): a retry is the
+    pipeline task's.
     """
-    _check_name(name)
-    pod_volumes, mounts = _volumes(volumes)
-    container = {
-        "args": list(args),
-        "command": list(command),
-        "env": _env(env or {}),
-        "image": image,
-        "name": "pytorch",  # the training operator finds the container by this name
-        "resources": resource_requirements(resources),
-        "securityContext": container_security_context(),
-        "volumeMounts": mounts,
-    }
-    pod_spec = _pod_spec(container, pod_volumes, resources, service_account)
+    container = k8s.container(
+        "pytorch",  # the training operator finds the container by this name
+        image=job.image,
+        command=job.command,
+        args=job.args,
+        env=job.env or {},
+        resources=job.resources,
+        mounts=job.mounts(),
+    )
+    pod_spec = job.pod_spec(container)
 
     def replica(count: int) -> dict[str, Any]:
         return {"replicas": count, "restartPolicy": "Never", "template": {"spec": pod_spec}}
 
     replicas = {"Master": replica(1)}
-    if nodes > 1:
-        replicas["Worker"] = replica(nodes - 1)
-    run_policy: dict[str, Any] = {"backoffLimit": 0, "cleanPodPolicy": "None"}
-    if timeout_s > 0:
-        run_policy["activeDeadlineSeconds"] = math.ceil(timeout_s)
+    if job.nodes > 1:
+        replicas["Worker"] = replica(job.nodes - 1)
     return {
         "apiVersion": PYTORCHJOB.api_version,
         "kind": PYTORCHJOB.kind,
-        "metadata": _metadata(name, namespace, labels or {}, queue),
+        "metadata": job.metadata(),
         "spec": {
-            "nprocPerNode": str(procs_per_node),
+            "nprocPerNode": str(job.procs_per_node),
             "pytorchReplicaSpecs": replicas,
-            "runPolicy": run_policy,
+            "runPolicy": {"backoffLimit": 0, "cleanPodPolicy": "None", **job.deadline()},
         },
     }
 
@@ -371,53 +273,27 @@ def build_training_job(
 ) -> dict[str, Any]:
     """The TrainJob or PyTorchJob (``kubeflow.training_api``) that runs ``step`` per config."""
     kf = config.kubeflow
+    pytorch = kf.training_api == "pytorchjob"
     volumes = [(v.claim, v.mount_path) for v in kf.volumes]
     if kf.checkpoint_pvc:
         volumes.insert(0, (kf.checkpoint_pvc, kf.checkpoint_mount))
-    common: dict[str, Any] = {
-        "name": name,
-        "namespace": namespace,
-        "image": kf.image,
-        "command": list(TRAIN_ENTRY[:1]),
-        "args": [
-            *(PYTORCHJOB_RENDEZVOUS if kf.training_api == "pytorchjob" else ()),
-            *TRAIN_ENTRY[1:],
-            *args,
-        ],
-        "nodes": config.trainer.nodes,
-        "procs_per_node": config.trainer.procs_per_node,
-        "resources": step.resources,
-        "env": env,
-        "volumes": volumes,
-        "queue": config.runtime.queue,
-        "service_account": kf.service_account,
-        "labels": labels,
-        "timeout_s": step.timeout_s,
-    }
-    if kf.training_api == "pytorchjob":
-        return build_pytorchjob(**common)
-    return build_trainjob(runtime=kf.training_runtime, **common)
-
-
-def _pod_spec(
-    container: dict[str, Any],
-    volumes: list[dict[str, Any]],
-    resources: Resources,
-    service_account: str | None,
-) -> dict[str, Any]:
-    """A training pod's spec: one container, the volumes, scheduling and identity."""
-    pod_spec: dict[str, Any] = {
-        "containers": [container],
-        "securityContext": pod_security_context(),
-        "volumes": volumes,
-    }
-    if resources.node_selector:
-        pod_spec["nodeSelector"] = dict(resources.node_selector)
-    if resources.tolerations:
-        pod_spec["tolerations"] = tolerations(resources)
-    if service_account:
-        pod_spec["serviceAccountName"] = service_account
-    return pod_spec
+    job = TrainingJobSpec(
+        name=name,
+        namespace=namespace,
+        image=kf.image,
+        command=TRAIN_ENTRY[:1],
+        args=[*(PYTORCHJOB_RENDEZVOUS if pytorch else ()), *TRAIN_ENTRY[1:], *args],
+        nodes=config.trainer.nodes,
+        procs_per_node=config.trainer.procs_per_node,
+        resources=step.resources,
+        env=env,
+        volumes=volumes,
+        queue=config.runtime.queue,
+        service_account=kf.service_account,
+        labels=labels,
+        timeout_s=step.timeout_s,
+    )
+    return build_pytorchjob(job) if pytorch else build_trainjob(job, runtime=kf.training_runtime)
 
 
 def train_command(

@@ -36,21 +36,13 @@ from typing import Any
 import yaml
 
 from components.names import CHECKPOINT_DIR_ENV, MANIFEST_FILE, MODEL_META_FILE, RUN_ID_ENV
+from pipelines import k8s
 from pipelines.builder import build_dag
 from pipelines.config.compose import ComposedConfig
 from pipelines.config.schema import Config, ManifestEnv, PvcMount, ResourceSpec
 from pipelines.dag import Dag, Ref, Resources, Step, Uri
 from pipelines.errors import ConfigError
-from pipelines.kubeflow.trainjob import (
-    KUEUE_QUEUE_LABEL,
-    SCRATCH_MOUNT,
-    build_training_job,
-    container_security_context,
-    pod_security_context,
-    resource_requirements,
-    tolerations,
-    train_command,
-)
+from pipelines.kubeflow.trainjob import build_training_job, train_command
 
 __all__ = ["CONFIG_FILE", "DATA_MOUNT", "dump_yaml", "render_tree"]
 
@@ -234,7 +226,11 @@ class _Plan:
     # ------------------------------------------------------------------ base
 
     def _meta(self, name: str, **extra: Any) -> dict[str, Any]:
-        return {"name": name, "namespace": self.namespace_name, **extra}
+        return k8s.metadata(name, self.namespace_name, **extra)
+
+    def _container(self, name: str, **fields: Any) -> dict[str, Any]:
+        """A container of the project image, pulled on every start (see :func:`k8s.container`)."""
+        return k8s.container(name, image=self.config.kubeflow.image, pull_policy="Always", **fields)
 
     def namespace(self) -> dict[str, Any]:
         return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": self.namespace_name}}
@@ -379,48 +375,37 @@ class _Plan:
         """Submits one KFP run per ``schedule.cron`` tick with ``kfbatch submit``."""
         cron = self.config.schedule.cron
         resources = self._spec_resources(self.config.manifests.submitter)
-        container = {
-            "args": self.submit_args(),
-            "command": ["kfbatch"],
-            "env": [{"name": "HOME", "value": SCRATCH_MOUNT}],
-            "image": self.config.kubeflow.image,
-            "imagePullPolicy": "Always",
-            "name": "submit",
-            "resources": resource_requirements(resources),
-            "securityContext": container_security_context(),
-            "volumeMounts": [
-                {"mountPath": CONFIG_MOUNT, "name": "config", "readOnly": True},
-                {"mountPath": SCRATCH_MOUNT, "name": "scratch"},
-                {"mountPath": KFP_TOKEN_DIR, "name": "kfp-token", "readOnly": True},
+        container = self._container(
+            "submit",
+            command=["kfbatch"],
+            args=self.submit_args(),
+            env={},
+            resources=resources,
+            mounts=[
+                k8s.volume_mount("config", CONFIG_MOUNT, read_only=True),
+                k8s.volume_mount("scratch", k8s.SCRATCH_MOUNT),
+                k8s.volume_mount("kfp-token", KFP_TOKEN_DIR, read_only=True),
             ],
+        )
+        token = {
+            "audience": "pipelines.kubeflow.org",
+            "expirationSeconds": 7200,
+            "path": "token",
         }
-        pod = {
-            # No Kubernetes API token: kfbatch submit authenticates to the KFP API with a
-            # token projected for KFP's audience only (what KFP's multi-user mode checks).
-            "automountServiceAccountToken": False,
-            "containers": [container],
-            "restartPolicy": "Never",
-            "securityContext": pod_security_context(),
-            "serviceAccountName": self.sa,
-            "volumes": [
-                {"configMap": {"name": f"{self.name}-config"}, "name": "config"},
-                {"emptyDir": {}, "name": "scratch"},
-                {
-                    "name": "kfp-token",
-                    "projected": {
-                        "sources": [
-                            {
-                                "serviceAccountToken": {
-                                    "audience": "pipelines.kubeflow.org",
-                                    "expirationSeconds": 7200,
-                                    "path": "token",
-                                }
-                            }
-                        ]
-                    },
-                },
-            ],
-        }
+        volumes = [
+            {"configMap": {"name": f"{self.name}-config"}, "name": "config"},
+            k8s.scratch_volume(),
+            {"name": "kfp-token", "projected": {"sources": [{"serviceAccountToken": token}]}},
+        ]
+        # No Kubernetes API token: kfbatch submit authenticates to the KFP API with a token
+        # projected for KFP's audience only (what KFP's multi-user mode checks).
+        pod = k8s.pod_spec(
+            [container],
+            volumes,
+            service_account=self.sa,
+            restart_policy="Never",
+            automount_token=False,
+        )
         return {
             "apiVersion": "batch/v1",
             "kind": "CronJob",
@@ -536,54 +521,38 @@ class _Plan:
             "--run-id",
             self.name,
         ]
-        container = {
-            "args": args,
-            "command": ["python"],
-            "env": [{"name": "HOME", "value": SCRATCH_MOUNT}],
-            "image": self.config.kubeflow.image,
-            "imagePullPolicy": "Always",
-            "name": "infer",
-            "resources": resource_requirements(step.resources),
-            "securityContext": container_security_context(),
-            "volumeMounts": [
-                {"mountPath": self.data_mount, "name": "data"},
-                {"mountPath": SCRATCH_MOUNT, "name": "scratch"},
+        container = self._container(
+            "infer",
+            command=["python"],
+            args=args,
+            env={},
+            resources=step.resources,
+            mounts=[
+                k8s.volume_mount("data", self.data_mount),
+                k8s.volume_mount("scratch", k8s.SCRATCH_MOUNT),
             ],
-        }
-        wait = {
-            "args": [
-                _WAIT_SCRIPT,
-                "wait-for",
-                *(
-                    f"{inputs[k]}/{m}"
-                    for k, m in _READY.items()
-                    if isinstance(step.inputs.get(k), Ref)  # outside data is there already
-                ),
-            ],
-            "command": ["sh", "-c"],
-            "image": self.config.kubeflow.image,
-            "imagePullPolicy": "Always",
-            "name": "wait-for-inputs",
-            "resources": resource_requirements(Resources(cpu=0.05, memory="64Mi")),
-            "securityContext": container_security_context(),
-            "volumeMounts": [{"mountPath": self.data_mount, "name": "data", "readOnly": True}],
-        }
-        pod: dict[str, Any] = {
-            "automountServiceAccountToken": False,
-            "containers": [container],
-            "initContainers": [wait],
-            "restartPolicy": "Never",
-            "securityContext": pod_security_context(),
-            "serviceAccountName": self.sa,
-            "volumes": [
-                {"name": "data", "persistentVolumeClaim": {"claimName": self.data_pvc}},
-                {"emptyDir": {}, "name": "scratch"},
-            ],
-        }
-        _place(pod, step.resources)
-        labels = dict(_MANAGED_BY)
-        if self.config.runtime.queue:
-            labels[KUEUE_QUEUE_LABEL] = self.config.runtime.queue
+        )
+        ready = (
+            f"{inputs[k]}/{m}"
+            for k, m in _READY.items()
+            if isinstance(step.inputs.get(k), Ref)  # outside data is there already
+        )
+        wait = self._container(
+            "wait-for-inputs",
+            command=["sh", "-c"],
+            args=[_WAIT_SCRIPT, "wait-for", *ready],
+            resources=Resources(cpu=0.05, memory="64Mi"),
+            mounts=[k8s.volume_mount("data", self.data_mount, read_only=True)],
+        )
+        pod = k8s.pod_spec(
+            [container],
+            [k8s.pvc_volume("data", self.data_pvc), k8s.scratch_volume()],
+            resources=step.resources,
+            service_account=self.sa,
+            init_containers=[wait],
+            restart_policy="Never",
+            automount_token=False,
+        )
         spec: dict[str, Any] = {
             "backoffLimitPerIndex": step.retries,
             "completionMode": "Indexed",
@@ -599,7 +568,9 @@ class _Plan:
             {
                 "apiVersion": "batch/v1",
                 "kind": "Job",
-                "metadata": self._meta(f"{self.name}-infer", labels=labels),
+                "metadata": self._meta(
+                    f"{self.name}-infer", labels=_MANAGED_BY, queue=self.config.runtime.queue
+                ),
                 "spec": spec,
             }
         ]
@@ -664,13 +635,13 @@ class _Plan:
         """Resources and the Kueue queue of the standalone TrainJob and Indexed Job."""
         patches = []
         queue = delta.queue or self.config.runtime.queue
-        label = "/metadata/labels/" + KUEUE_QUEUE_LABEL.replace("/", "~1")
+        label = "/metadata/labels/" + k8s.KUEUE_QUEUE_LABEL.replace("/", "~1")
         train, infer = self._step("train"), self._step("infer")
         if train is not None:
             ops = []
-            resources = _merged(train.resources, delta.resources.train)
+            resources = k8s.merged_resources(train.resources, delta.resources.train)
             if resources != train.resources:
-                requirements = resource_requirements(resources)
+                requirements = k8s.resource_requirements(resources)
                 if self.config.kubeflow.training_api == "pytorchjob":
                     for replica in sorted(self.training_jobs()[0]["spec"]["pytorchReplicaSpecs"]):
                         path = f"/spec/pytorchReplicaSpecs/{replica}/template/spec/containers/0"
@@ -684,13 +655,13 @@ class _Plan:
                 patches.append(_json_patch(kind, f"{self.name}-train", ops))
         if infer is not None:
             ops = []
-            resources = _merged(infer.resources, delta.resources.infer)
+            resources = k8s.merged_resources(infer.resources, delta.resources.infer)
             if resources != infer.resources:
                 ops.append(
                     _op(
                         "replace",
                         "/spec/template/spec/containers/0/resources",
-                        resource_requirements(resources),
+                        k8s.resource_requirements(resources),
                     )
                 )
             if queue:
@@ -698,25 +669,6 @@ class _Plan:
             if ops:
                 patches.append(_json_patch("Job", f"{self.name}-infer", ops))
         return patches
-
-
-def _place(pod: dict[str, Any], resources: Resources) -> None:
-    """Put the step's node selector and tolerations on a pod spec."""
-    if resources.node_selector:
-        pod["nodeSelector"] = dict(resources.node_selector)
-    if resources.tolerations:
-        pod["tolerations"] = tolerations(resources)
-
-
-def _merged(base: Resources, delta: ResourceSpec) -> Resources:
-    return Resources(
-        cpu=float(delta.cpu) if delta.cpu is not None else base.cpu,
-        memory=delta.memory or base.memory,
-        gpu=int(delta.gpu) if delta.gpu is not None else base.gpu,
-        accelerator=delta.accelerator or base.accelerator,
-        node_selector=base.node_selector,
-        tolerations=base.tolerations,
-    )
 
 
 def _resource_overrides(delta: ManifestEnv) -> list[str]:

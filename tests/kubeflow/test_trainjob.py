@@ -13,16 +13,17 @@ from typing import Any
 import pytest
 import yaml
 
+from components.names import DISTRIBUTED_ENV
 from pipelines.builder import build_dag
 from pipelines.config.compose import compose_config
 from pipelines.dag import Resources, Toleration
 from pipelines.errors import ConfigError
+from pipelines.k8s import KUEUE_QUEUE_LABEL
 from pipelines.kubeflow import trainjob
 from pipelines.kubeflow.compiler import compile_pipeline
 from pipelines.kubeflow.trainjob import (
-    DISTRIBUTED_ENV,
-    KUEUE_QUEUE_LABEL,
     TRAIN_ENTRY,
+    TrainingJobSpec,
     TrainJobError,
     build_pytorchjob,
     build_training_job,
@@ -60,7 +61,7 @@ COMMON: dict[str, Any] = {
 
 
 def test_trainjob_matches_the_upstream_crd_and_carries_the_placement() -> None:
-    job = build_trainjob(**COMMON, runtime="torch-distributed")
+    job = build_trainjob(TrainingJobSpec(**COMMON), runtime="torch-distributed")
     assert crd_errors(job) == []
     spec = job["spec"]
     assert spec["runtimeRef"] == {
@@ -94,7 +95,7 @@ def test_trainjob_matches_the_upstream_crd_and_carries_the_placement() -> None:
 
 
 def test_the_crd_check_catches_what_the_api_server_would_refuse() -> None:
-    job = build_trainjob(**COMMON)
+    job = build_trainjob(TrainingJobSpec(**COMMON))
     job["spec"]["trainer"]["numNodez"] = 3
     job["spec"]["trainer"]["numProcPerNode"] = 0
     job["metadata"]["name"] = "9-starts-with-a-digit"
@@ -105,7 +106,7 @@ def test_the_crd_check_catches_what_the_api_server_would_refuse() -> None:
 
 
 def test_pytorchjob_matches_the_upstream_crd_with_a_master_and_workers() -> None:
-    job = build_pytorchjob(**COMMON)
+    job = build_pytorchjob(TrainingJobSpec(**COMMON))
     assert crd_errors(job) == []
     replicas = job["spec"]["pytorchReplicaSpecs"]
     assert replicas["Master"]["replicas"] == 1
@@ -161,14 +162,14 @@ def test_job_names_are_rfc1035_stable_per_run_and_short() -> None:
     assert len(long) <= 63 and long[0].isalpha()
     assert job_name("9lives", "train", "r").startswith("job-9lives-train-")
     with pytest.raises(TrainJobError, match="RFC 1035"):
-        build_trainjob(**{**COMMON, "name": "Bad_Name"})
+        build_trainjob(TrainingJobSpec(**{**COMMON, "name": "Bad_Name"}))
 
 
 # --------------------------------------------------------------------------- the watcher
 
 
 def _job(name: str = "churn-train-0123456789") -> dict[str, Any]:
-    return build_trainjob(**{**COMMON, "name": name})
+    return build_trainjob(TrainingJobSpec(**{**COMMON, "name": name}))
 
 
 def test_a_job_that_completes_is_followed_logged_and_deleted(
@@ -234,7 +235,8 @@ def test_a_job_past_its_timeout_is_deleted() -> None:
 def test_a_pytorchjob_succeeds_on_its_own_condition() -> None:
     done = [condition("Running"), condition("Succeeded", reason="PyTorchJobSucceeded")]
     with FakeKubernetes([done]) as fake:
-        run_trainjob(build_pytorchjob(**COMMON), "team-ml", 30, api=fake.api(), poll_s=0)
+        job = build_pytorchjob(TrainingJobSpec(**COMMON))
+        run_trainjob(job, "team-ml", 30, api=fake.api(), poll_s=0)
     assert fake.calls()[0] == ("POST", "/apis/kubeflow.org/v1/namespaces/team-ml/pytorchjobs")
 
 
