@@ -84,7 +84,7 @@ from pipelines.dag import RUN_DATE, RUN_ID, Dag, Ref, Step, Uri
 from pipelines.errors import KfbatchError
 from pipelines.kubeflow.launch import RUN_DATE_TOKEN, RUN_ID_TOKEN
 from pipelines.kubeflow.tasks import CHECKPOINTING, DECLARATIONS, GATES
-from pipelines.kubeflow.trainjob import distributed_settings
+from pipelines.kubeflow.trainjob.stage import distributed_settings
 
 __all__ = ["compile_pipeline", "write_pipeline"]
 

@@ -42,7 +42,7 @@ from pipelines.config.compose import ComposedConfig
 from pipelines.config.schema import Config, ManifestEnv, PvcMount, ResourceSpec
 from pipelines.dag import Dag, Ref, Resources, Step, Uri
 from pipelines.errors import ConfigError
-from pipelines.kubeflow.trainjob import build_training_job, train_command
+from pipelines.kubeflow.trainjob.build import TRAINING_APIS, build_training_job, train_command
 
 __all__ = ["CONFIG_FILE", "DATA_MOUNT", "dump_yaml", "render_tree"]
 
@@ -252,20 +252,15 @@ class _Plan:
         the caller against ``pipelines.kubeflow.org`` resources: the CronJob needs to
         create and read pipelines, versions, experiments and runs.
         """
-        api = self.config.kubeflow.training_api
-        group, plural = (
-            ("trainer.kubeflow.org", "trainjobs")
-            if api == "trainjob"
-            else ("kubeflow.org", "pytorchjobs")
-        )
+        job = TRAINING_APIS[self.config.kubeflow.training_api]
         role = {
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "Role",
             "metadata": self._meta(self.name),
             "rules": [
                 {
-                    "apiGroups": [group],
-                    "resources": [plural],
+                    "apiGroups": [job.group],
+                    "resources": [job.plural],
                     "verbs": ["create", "delete", "get"],
                 },
                 {
@@ -650,7 +645,7 @@ class _Plan:
                     ops.append(_op("replace", "/spec/trainer/resourcesPerNode", requirements))
             if queue:
                 ops.append(_op("add", label, queue))
-            kind = "PyTorchJob" if self.config.kubeflow.training_api == "pytorchjob" else "TrainJob"
+            kind = TRAINING_APIS[self.config.kubeflow.training_api].kind
             if ops:
                 patches.append(_json_patch(kind, f"{self.name}-train", ops))
         if infer is not None:

@@ -19,9 +19,9 @@ from pipelines.config.compose import compose_config
 from pipelines.dag import Resources, Toleration
 from pipelines.errors import ConfigError
 from pipelines.k8s import KUEUE_QUEUE_LABEL
-from pipelines.kubeflow import trainjob
 from pipelines.kubeflow.compiler import compile_pipeline
-from pipelines.kubeflow.trainjob import (
+from pipelines.kubeflow.trainjob import stage as staging
+from pipelines.kubeflow.trainjob.build import (
     TRAIN_ENTRY,
     TrainingJobSpec,
     TrainJobError,
@@ -29,9 +29,9 @@ from pipelines.kubeflow.trainjob import (
     build_training_job,
     build_trainjob,
     job_name,
-    run_distributed,
-    run_trainjob,
 )
+from pipelines.kubeflow.trainjob.stage import run_distributed
+from pipelines.kubeflow.trainjob.watch import run_trainjob
 from tests.kubeflow.k8s_fake_server import FakeKubernetes, condition
 from tests.manifests.crds import crd_errors
 
@@ -360,7 +360,7 @@ def test_run_distributed_stages_inputs_runs_the_job_and_returns_its_outputs(
 ) -> None:
     composed = _composed(tmp_path)
     step = build_dag(composed.config).step("train")
-    settings = trainjob.distributed_settings(composed.config, step)
+    settings = staging.distributed_settings(composed.config, step)
     dataset = tmp_path / "task" / "dataset"
     dataset.mkdir(parents=True)
     (dataset / "train.parquet").write_text("rows")
@@ -378,7 +378,7 @@ def test_run_distributed_stages_inputs_runs_the_job_and_returns_its_outputs(
         Path(outputs["model"], "weights.pt").write_text("weights")
         Path(values["--metrics"]).write_text(json.dumps({"val_roc_auc": 0.9}))
 
-    monkeypatch.setattr(trainjob, "_pod_namespace", lambda: "team-ml")
+    monkeypatch.setattr(staging, "_pod_namespace", lambda: "team-ml")
     with FakeKubernetes([[condition("Complete")]], on_create=training_pods) as fake:
         results = run_distributed(
             settings,
@@ -414,7 +414,7 @@ def test_the_launcher_trains_through_a_job_when_the_compiler_says_so(
     from pipelines.kubeflow.launch import launch
 
     composed = _composed(tmp_path)
-    settings = trainjob.distributed_settings(
+    settings = staging.distributed_settings(
         composed.config, build_dag(composed.config).step("train")
     )
     dataset = dsl.Dataset(name="dataset", uri=str(tmp_path / "dataset"))
