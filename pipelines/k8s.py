@@ -35,6 +35,7 @@ __all__ = [
     "pod_spec",
     "pvc_volume",
     "resource_requirements",
+    "scratch_mount",
     "scratch_volume",
     "tolerations",
     "volume_mount",
@@ -155,6 +156,11 @@ def placement(resources: Resources) -> dict[str, Any]:
 def scratch_volume() -> dict[str, Any]:
     """The ``emptyDir`` mounted at :data:`SCRATCH_MOUNT`, named ``scratch``."""
     return {"emptyDir": {}, "name": "scratch"}
+
+
+def scratch_mount() -> dict[str, Any]:
+    """A container's mount of :func:`scratch_volume` at :data:`SCRATCH_MOUNT`."""
+    return volume_mount("scratch", SCRATCH_MOUNT)
 
 
 def pvc_volume(name: str, claim: str) -> dict[str, Any]:

@@ -65,7 +65,7 @@ def cron_job(d: Deployment) -> dict[str, Any]:
         ),
         mounts=[
             k8s.volume_mount("config", CONFIG_MOUNT, read_only=True),
-            k8s.volume_mount("scratch", k8s.SCRATCH_MOUNT),
+            k8s.scratch_mount(),
             k8s.volume_mount("kfp-token", KFP_TOKEN_DIR, read_only=True),
         ],
     )

@@ -87,7 +87,7 @@ def inference_jobs(d: Deployment) -> list[dict[str, Any]]:
         resources=step.resources,
         mounts=[
             k8s.volume_mount("data", d.data_mount),
-            k8s.volume_mount("scratch", k8s.SCRATCH_MOUNT),
+            k8s.scratch_mount(),
         ],
     )
     ready = (

@@ -137,7 +137,7 @@ class TrainingJobSpec:
     def mounts(self) -> list[dict[str, Any]]:
         """The node container's mounts: the scratch volume, then each PVC."""
         return [
-            k8s.volume_mount("scratch", k8s.SCRATCH_MOUNT),
+            k8s.scratch_mount(),
             *(k8s.volume_mount(f"pvc-{i}", path) for i, (_, path) in enumerate(self.volumes)),
         ]
 
