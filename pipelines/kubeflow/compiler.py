@@ -169,7 +169,7 @@ def write_pipeline(composed: ComposedConfig, path: str | os.PathLike[str]) -> Pa
 
 def _build_pipeline(config: Config) -> Any:
     """The KFP pipeline (a ``GraphComponent``) of ``config``'s DAG, ready to compile."""
-    plan = _Plan.of(config)
+    plan = _TranslationPlan.of(config)
     dag, final_outputs = plan.dag, plan.final_outputs
     outputs_type = (
         typing.NamedTuple(  # type: ignore[misc]
@@ -227,8 +227,8 @@ def _build_pipeline(config: Config) -> Any:
 
 
 @dataclass(frozen=True)
-class _Plan:
-    """What the translation needs, decided before any kfp object is built."""
+class _TranslationPlan:
+    """What translating the DAG to a KFP pipeline needs, decided before any kfp object is built."""
 
     config: Config
     dag: Dag
@@ -239,7 +239,7 @@ class _Plan:
     final_outputs: tuple[tuple[str, tuple[str, str]], ...]
 
     @classmethod
-    def of(cls, config: Config) -> _Plan:
+    def of(cls, config: Config) -> _TranslationPlan:
         dag = build_dag(config)
         _secrets(config.kubeflow.secrets)  # fail on a malformed reference before building
         return cls(
@@ -272,7 +272,9 @@ class _Plan:
 # --------------------------------------------------------------------------- tasks
 
 
-def _add_task(plan: _Plan, step: Step, tasks: Mapping[str, Any], values: Mapping[str, str]) -> Any:
+def _add_task(
+    plan: _TranslationPlan, step: Step, tasks: Mapping[str, Any], values: Mapping[str, str]
+) -> Any:
     """Add ``step``'s task (inside a ``ParallelFor`` for a fan-out) to the pipeline."""
     component = dsl.component(
         plan.declarations[step.name],
