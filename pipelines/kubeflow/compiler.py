@@ -39,7 +39,7 @@ image and named after its DAG step. Why not container components:
 
 - ``kfp.local.SubprocessRunner`` runs lightweight Python components only (it refuses
   container and containerized Python components), and the compiled YAML is checked by
-  running it under ``kfp.local`` (``tests/kubeflow/test_conformance.py``): only this style
+  running it under ``kfp.local`` (``tests/pipelines/kubeflow/test_conformance.py``): only this style
   lets the very YAML we ship be executed without a cluster or Docker;
 - kfp's executor does the artifact plumbing: input and output paths, artifact metadata and
   the executor output file that carries metrics to the UI. A container component would

@@ -29,7 +29,7 @@ from pipelines.kubeflow.connection import (
 from pipelines.kubeflow.package import PipelinePackage
 from pipelines.kubeflow.runs import KubeflowTimeout, RunInfo
 from pipelines.kubeflow.schedule import create_schedule
-from tests.kubeflow.kfp_fake_server import FakeKfp
+from tests.pipelines.kubeflow.kfp_fake_server import FakeKfp
 
 TOKEN = "t0ken-that-must-never-be-shown"
 UPLOAD = "/apis/v2beta1/pipelines/upload"

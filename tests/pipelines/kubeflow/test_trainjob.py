@@ -32,8 +32,8 @@ from pipelines.kubeflow.trainjob.build import (
 )
 from pipelines.kubeflow.trainjob.stage import run_distributed
 from pipelines.kubeflow.trainjob.watch import run_trainjob
-from tests.kubeflow.k8s_fake_server import FakeKubernetes, condition
-from tests.manifests.crds import crd_errors
+from tests.pipelines.kubeflow.k8s_fake_server import FakeKubernetes, condition
+from tests.pipelines.manifests.crds import crd_errors
 
 GPU = Resources(
     cpu=8.0,
