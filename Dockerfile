@@ -7,7 +7,7 @@
 # and the kfbatch wheel with its dependencies (kfp included): no pip step at run time.
 ARG PYTHON_VERSION=3.11
 
-# ---- build the wheel (the same wheel tests/kubeflow/test_image.py installs and runs)
+# ---- build the wheel (the same wheel tests/pipelines/kubeflow/test_image.py installs and runs)
 FROM python:${PYTHON_VERSION}-slim AS wheel
 WORKDIR /src
 COPY pyproject.toml README.md ./

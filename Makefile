@@ -60,7 +60,7 @@ image:
 	@if docker info >/dev/null 2>&1; then \
 		docker build --build-arg TORCH=$(TORCH) -t $(IMAGE) . ; \
 	else \
-		echo "make image: no Docker daemon here, so no image was built (tests/kubeflow/test_image.py runs the compiled tasks from the wheel instead)" >&2; \
+		echo "make image: no Docker daemon here, so no image was built (tests/pipelines/kubeflow/test_image.py runs the compiled tasks from the wheel instead)" >&2; \
 		exit 1; \
 	fi
 
@@ -84,4 +84,4 @@ checkov: $(CHECKOV_VENV)/bin/checkov
 	@for overlay in manifests/overlays/*/; do \
 		kubectl kustomize $$overlay > build/overlays/$$(basename $$overlay).yaml || exit 1; \
 	done
-	$(CHECKOV_VENV)/bin/checkov --config-file tests/manifests/checkov.yaml -d build/overlays
+	$(CHECKOV_VENV)/bin/checkov --config-file tests/pipelines/manifests/checkov.yaml -d build/overlays

@@ -96,8 +96,8 @@ def _submit(args: argparse.Namespace) -> int:
 
 
 def _schedule(args: argparse.Namespace) -> int:
-    from pipelines.kubeflow.client import create_schedule
     from pipelines.kubeflow.compiler import compile_pipeline
+    from pipelines.kubeflow.schedule import create_schedule
 
     composed = compose(args)
     recurring = create_schedule(

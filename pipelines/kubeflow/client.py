@@ -1,10 +1,12 @@
 """Submit, schedule and inspect the pipeline on Kubeflow Pipelines (KFP v2 API) with kfp.Client.
 
-Entry points for the CLI: :func:`submit_run` (``kfbatch submit``), :func:`create_schedule`
-(``kfbatch schedule``), :func:`list_runs`, :func:`get_run` and :func:`wait_for_run`
-(``kfbatch runs``). :class:`KfpClient` holds one connection for callers that do several things.
-They return small dataclasses (:class:`RunInfo`, :class:`PipelineVersion`,
-:class:`Submission`, :class:`RecurringRunInfo`), never kfp-server-api models.
+Entry points for the CLI: :func:`submit_run` (``kfbatch submit``), :func:`list_runs`,
+:func:`get_run` and :func:`wait_for_run` (``kfbatch runs``); ``kfbatch schedule`` is
+:func:`pipelines.kubeflow.schedule.create_schedule`. :class:`KfpClient` holds one connection
+for callers that do several things. They return the small dataclasses of
+:mod:`pipelines.kubeflow.runs` (:class:`~pipelines.kubeflow.runs.RunInfo`,
+:class:`~pipelines.kubeflow.runs.PipelineVersion`,
+:class:`~pipelines.kubeflow.runs.Submission`), never kfp-server-api models.
 
 The connection (host, credentials, bounded requests, one-line errors) is
 :mod:`pipelines.kubeflow.connection`; the compiled pipeline and its parameters are
@@ -25,12 +27,10 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pipelines.config.cron import recurring_cron
 from pipelines.config.schema import Config, KubeflowConfig
 from pipelines.kubeflow.connection import (
     Connection,
@@ -38,124 +38,21 @@ from pipelines.kubeflow.connection import (
     KubeflowUnreachable,
 )
 from pipelines.kubeflow.package import PipelinePackage
+from pipelines.kubeflow.runs import KubeflowTimeout, PipelineVersion, RunInfo, Submission
 
 __all__ = [
-    "TERMINAL_STATES",
     "KfpClient",
-    "KubeflowTimeout",
-    "PipelineVersion",
-    "RecurringRunInfo",
-    "RunInfo",
-    "Submission",
-    "create_schedule",
     "get_run",
     "list_runs",
+    "name_filter",
     "submit_run",
     "wait_for_run",
 ]
 
 logger = logging.getLogger(__name__)
 
-#: Run states after which a run never changes again.
-TERMINAL_STATES = frozenset({"SUCCEEDED", "SKIPPED", "FAILED", "CANCELED"})
-
 _TRANSIENT_STATUS = frozenset({502, 503, 504})
 _TRANSIENT_TRIES = 3
-
-
-class KubeflowTimeout(KubeflowError):
-    """A run did not reach a terminal state in time; ``run`` is its last known state."""
-
-    def __init__(self, message: str, *, run: RunInfo) -> None:
-        super().__init__(message)
-        self.run = run
-
-
-@dataclass(frozen=True)
-class RunInfo:
-    """One KFP run, as kfbatch reports it.
-
-    Attributes:
-        run_id: KFP's run id.
-        name: The run's display name.
-        state: KFP's runtime state: PENDING, RUNNING, SUCCEEDED, SKIPPED, FAILED, CANCELING,
-            CANCELED, PAUSED or RUNTIME_STATE_UNSPECIFIED.
-        created_at: When the run was created.
-        finished_at: When it finished, if it did.
-        url: The run's page in the Kubeflow Pipelines UI, when the host is known.
-        error: KFP's error message for a failed run.
-    """
-
-    run_id: str
-    name: str
-    state: str
-    created_at: datetime | None
-    finished_at: datetime | None
-    url: str | None
-    error: str | None = None
-
-    @property
-    def done(self) -> bool:
-        """Whether the run is in a terminal state."""
-        return self.state in TERMINAL_STATES
-
-    @property
-    def succeeded(self) -> bool:
-        """Whether the run succeeded."""
-        return self.state == "SUCCEEDED"
-
-
-@dataclass(frozen=True)
-class PipelineVersion:
-    """The pipeline version a run or recurring run uses.
-
-    Attributes:
-        pipeline_id: KFP's pipeline id.
-        version_id: KFP's pipeline version id.
-        name: The version's display name.
-        reused: True when an identical version already existed and nothing was uploaded.
-        url: The version's page in the UI, when the host is known.
-    """
-
-    pipeline_id: str
-    version_id: str
-    name: str
-    reused: bool
-    url: str | None
-
-
-@dataclass(frozen=True)
-class Submission:
-    """What ``kfbatch submit`` did: the version used, the experiment and the run."""
-
-    version: PipelineVersion
-    experiment_id: str
-    run: RunInfo
-
-
-@dataclass(frozen=True)
-class RecurringRunInfo:
-    """A recurring run (KFP's schedule) of the pipeline.
-
-    Attributes:
-        recurring_run_id: KFP's recurring run id.
-        name: Its display name.
-        cron: The 6-field cron expression KFP runs it on.
-        status: ENABLED or DISABLED.
-        version: The pipeline version it runs.
-        experiment_id: The experiment its runs go to.
-        url: Its page in the UI, when the host is known.
-        reused: True when an identical recurring run already existed and nothing was created.
-    """
-
-    recurring_run_id: str
-    name: str
-    cron: str
-    status: str
-    version: PipelineVersion
-    experiment_id: str
-    url: str | None
-    reused: bool
 
 
 class KfpClient:
@@ -180,8 +77,11 @@ class KfpClient:
         self.namespace = kubeflow.namespace
         self.experiment = kubeflow.experiment
         connection = Connection(kubeflow, request_timeout_s=request_timeout_s)
-        self.host, self._ui = connection.host, connection.ui
-        self._call, self._kfp = connection.call, connection.kfp
+        self.host, self.ui = connection.host, connection.ui
+        #: Runs one request to the KFP API, bounded, with one-line errors (Connection.call).
+        self.call = connection.call
+        #: The ``kfp.Client`` behind it.
+        self.kfp = connection.kfp
 
     @classmethod
     def from_config(cls, config: Config, *, request_timeout_s: float = 30.0) -> KfpClient:
@@ -207,9 +107,9 @@ class KfpClient:
             path = os.path.join(folder, f"{name}.yaml")
             Path(path).write_bytes(package.data)
             if pipeline_id is None:
-                pipeline = self._call(
+                pipeline = self.call(
                     f"upload pipeline '{name}'",
-                    self._kfp.upload_pipeline,
+                    self.kfp.upload_pipeline,
                     path,
                     pipeline_name=name,
                     description=description,
@@ -223,23 +123,25 @@ class KfpClient:
                     )
                 logger.info("pipeline %s: uploaded (version %s)", name, first.name)
                 return dataclasses.replace(first, reused=False)
-            created = self._call(
+            created = self.call(
                 f"upload pipeline version '{version_name}'",
-                self._kfp.upload_pipeline_version,
+                self.kfp.upload_pipeline_version,
                 path,
                 pipeline_version_name=version_name,
                 pipeline_id=pipeline_id,
                 description=description,
             )
         logger.info("pipeline %s: uploaded version %s", name, version_name)
-        return self._version(pipeline_id, created.pipeline_version_id, version_name, reused=False)
+        return PipelineVersion.of(
+            pipeline_id, created.pipeline_version_id, version_name, reused=False, ui=self.ui
+        )
 
     def find_experiment(self) -> str | None:
         """The id of the experiment (``kubeflow.experiment``), or None if it does not exist."""
-        found = self._call(
+        found = self.call(
             f"look up experiment '{self.experiment}'",
-            self._kfp.list_experiments,
-            filter=_name_filter(self.experiment),
+            self.kfp.list_experiments,
+            filter=name_filter(self.experiment),
             namespace=self.namespace,
             page_size=2,
         )
@@ -250,9 +152,9 @@ class KfpClient:
         existing = self.find_experiment()
         if existing is not None:
             return existing
-        created = self._call(
+        created = self.call(
             f"create experiment '{self.experiment}'",
-            self._kfp.create_experiment,
+            self.kfp.create_experiment,
             self.experiment,
             namespace=self.namespace,
         )
@@ -276,9 +178,9 @@ class KfpClient:
             run_name: The run's display name; default ``<name>-<UTC time>``.
         """
         name = run_name or f"{self.pipeline_name}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
-        run = self._call(
+        run = self.call(
             f"start a run of '{self.pipeline_name}'",
-            self._kfp.run_pipeline,
+            self.kfp.run_pipeline,
             experiment_id=experiment_id,
             job_name=name,
             params=dict(params),
@@ -287,7 +189,7 @@ class KfpClient:
             pipeline_root=self.kubeflow.pipeline_root,
             service_account=self.kubeflow.service_account,
         )
-        info = self._run_info(run)
+        info = RunInfo.of(run, self.ui)
         logger.info("started run %s (%s)", info.name, info.run_id)
         return info
 
@@ -297,24 +199,24 @@ class KfpClient:
         Raises:
             KubeflowNotFound: No such run.
         """
-        run = self._call(
-            f"get run '{run_id}'", self._kfp.get_run, run_id, not_found=f"no run '{run_id}'"
+        run = self.call(
+            f"get run '{run_id}'", self.kfp.get_run, run_id, not_found=f"no run '{run_id}'"
         )
-        return self._run_info(run)
+        return RunInfo.of(run, self.ui)
 
     def list_runs(self, *, limit: int = 20) -> list[RunInfo]:
         """The newest runs of the experiment, newest first (none if it does not exist yet)."""
         experiment_id = self.find_experiment()
         if experiment_id is None:
             return []
-        page = self._call(
+        page = self.call(
             f"list the runs of experiment '{self.experiment}'",
-            self._kfp.list_runs,
+            self.kfp.list_runs,
             experiment_id=experiment_id,
             sort_by="created_at desc",
             page_size=limit,
         )
-        return [self._run_info(run) for run in page.runs or []]
+        return [RunInfo.of(run, self.ui) for run in page.runs or []]
 
     def wait(
         self,
@@ -373,85 +275,11 @@ class KfpClient:
                 )
             time.sleep(min(poll_s, remaining))
 
-    def schedule(
-        self,
-        package: PipelinePackage,
-        *,
-        cron: str,
-        params: Mapping[str, Any],
-        name: str | None = None,
-        replace: bool = False,
-    ) -> RecurringRunInfo:
-        """Create a recurring run of the pipeline, or reuse an identical one.
-
-        Runs are started one at a time (``max_concurrency=1``) and missed runs are not caught
-        up (``no_catchup``).
-
-        Args:
-            package: The compiled pipeline (uploaded as in :meth:`upload`).
-            cron: KFP's 6-field cron (from :func:`~pipelines.config.cron.recurring_cron`).
-            params: Checked pipeline parameters.
-            name: The recurring run's display name; default the pipeline name.
-            replace: Replace recurring runs of the same name whose version, cron or parameters
-                differ (the new one is created first, then the old ones are deleted).
-
-        Raises:
-            KubeflowError: A different recurring run of the same name exists and ``replace``
-                is false.
-        """
-        name = name or self.pipeline_name
-        version = self.upload(package)
-        experiment_id = self.ensure_experiment()
-        found = self._call(
-            f"list the recurring runs of experiment '{self.experiment}'",
-            self._kfp.list_recurring_runs,
-            experiment_id=experiment_id,
-            filter=_name_filter(name),
-            page_size=100,
-        )
-        existing = [r for r in found.recurring_runs or [] if r.display_name == name]
-        for recurring in existing:
-            if _same_schedule(recurring, version.version_id, cron, params):
-                logger.info("recurring run %s: unchanged", name)
-                return self._recurring_info(recurring, version, experiment_id, reused=True)
-        if existing and not replace:
-            other = existing[0]
-            raise KubeflowError(
-                f"experiment '{self.experiment}' at {self.host} already has a recurring run "
-                f"named '{name}' ({other.recurring_run_id}, cron '{_cron_of(other)}') with "
-                "another pipeline version, cron or parameters; replace it "
-                "(`kfbatch schedule --replace`) or delete it in the Kubeflow UI"
-            )
-        created = self._call(
-            f"create recurring run '{name}'",
-            self._kfp.create_recurring_run,
-            experiment_id=experiment_id,
-            job_name=name,
-            description=f"kfbatch {version.name}",
-            cron_expression=cron,
-            max_concurrency=1,
-            no_catchup=True,
-            params=dict(params),
-            pipeline_id=version.pipeline_id,
-            version_id=version.version_id,
-            pipeline_root=self.kubeflow.pipeline_root,
-            service_account=self.kubeflow.service_account,
-        )
-        for old in existing:
-            self._call(
-                f"delete recurring run '{old.recurring_run_id}'",
-                self._kfp.delete_recurring_run,
-                old.recurring_run_id,
-            )
-            logger.info("recurring run %s: replaced %s", name, old.recurring_run_id)
-        logger.info("recurring run %s: created on cron '%s'", name, cron)
-        return self._recurring_info(created, version, experiment_id, reused=False)
-
     def _find_pipeline_id(self) -> str | None:
-        found = self._call(
+        found = self.call(
             f"look up pipeline '{self.pipeline_name}'",
-            self._kfp.list_pipelines,
-            filter=_name_filter(self.pipeline_name),
+            self.kfp.list_pipelines,
+            filter=name_filter(self.pipeline_name),
             namespace=self.namespace,
             page_size=2,
         )
@@ -468,9 +296,9 @@ class KfpClient:
         version_name = package.version_name(self.pipeline_name)
         token, seen = "", set()
         while True:
-            page = self._call(
+            page = self.call(
                 f"list the versions of pipeline '{self.pipeline_name}'",
-                self._kfp.list_pipeline_versions,
+                self.kfp.list_pipeline_versions,
                 pipeline_id,
                 page_token=token,
                 page_size=100,
@@ -480,49 +308,17 @@ class KfpClient:
                 if version.display_name == version_name or package.digest in (
                     version.description or ""
                 ):
-                    return self._version(
+                    return PipelineVersion.of(
                         pipeline_id,
                         version.pipeline_version_id,
                         version.display_name,
                         reused=True,
+                        ui=self.ui,
                     )
             seen.add(token)
             token = page.next_page_token or ""
             if not token or token in seen:
                 return None
-
-    def _version(
-        self, pipeline_id: str, version_id: str, name: str, *, reused: bool
-    ) -> PipelineVersion:
-        url = f"{self._ui}/#/pipelines/details/{pipeline_id}/version/{version_id}"
-        return PipelineVersion(pipeline_id, version_id, name, reused, url if self._ui else None)
-
-    def _run_info(self, run: Any) -> RunInfo:
-        error = run.error.message if run.error is not None and run.error.message else None
-        return RunInfo(
-            run_id=run.run_id,
-            name=run.display_name or "",
-            state=str(run.state or "RUNTIME_STATE_UNSPECIFIED"),
-            created_at=_time(run.created_at),
-            finished_at=_time(run.finished_at),
-            url=f"{self._ui}/#/runs/details/{run.run_id}" if self._ui else None,
-            error=error,
-        )
-
-    def _recurring_info(
-        self, recurring: Any, version: PipelineVersion, experiment_id: str, *, reused: bool
-    ) -> RecurringRunInfo:
-        rid = recurring.recurring_run_id
-        return RecurringRunInfo(
-            recurring_run_id=rid,
-            name=recurring.display_name or "",
-            cron=_cron_of(recurring),
-            status=str(recurring.status or "STATUS_UNSPECIFIED"),
-            version=version,
-            experiment_id=experiment_id,
-            url=f"{self._ui}/#/recurringrun/details/{rid}" if self._ui else None,
-            reused=reused,
-        )
 
 
 def submit_run(
@@ -567,38 +363,6 @@ def submit_run(
     return Submission(version, experiment_id, run)
 
 
-def create_schedule(
-    config: Config,
-    pipeline: str | Path,
-    *,
-    params: Mapping[str, Any] | None = None,
-    name: str | None = None,
-    replace: bool = False,
-) -> RecurringRunInfo:
-    """Create a recurring run on ``schedule.cron`` (``kfbatch schedule``).
-
-    The cron is converted to KFP's 6-field form; an identical recurring run is reused.
-
-    Args:
-        config: The composed config (``name``, ``kubeflow``, ``schedule``).
-        pipeline: The compiled pipeline YAML text, or a :class:`~pathlib.Path` to it.
-        params: Pipeline parameters; strings are converted to the declared types.
-        name: The recurring run's display name; default ``config.name``.
-        replace: Replace a recurring run of the same name that differs.
-
-    Raises:
-        ConfigError: No or an invalid ``schedule.cron``, a non-UTC ``schedule.timezone``, bad
-            connection settings or parameters (before anything is sent).
-        KubeflowError: KFP refused a request or could not be reached, or a different recurring
-            run of the same name exists and ``replace`` is false.
-    """
-    cron = recurring_cron(config.schedule)
-    package = PipelinePackage.load(pipeline)
-    checked = package.check_params(params)
-    client = KfpClient.from_config(config)
-    return client.schedule(package, cron=cron, params=checked, name=name, replace=replace)
-
-
 def list_runs(config: Config, *, limit: int = 20) -> list[RunInfo]:
     """The newest runs in the pipeline's experiment, newest first (``kfbatch runs list``)."""
     return KfpClient.from_config(config).list_runs(limit=limit)
@@ -623,35 +387,8 @@ def wait_for_run(
     )
 
 
-def _name_filter(name: str) -> str:
+def name_filter(name: str) -> str:
     """A KFP list filter selecting objects whose display name is ``name``."""
     return json.dumps(
         {"predicates": [{"operation": "EQUALS", "key": "display_name", "stringValue": name}]}
     )
-
-
-def _same_schedule(recurring: Any, version_id: str, cron: str, params: Mapping[str, Any]) -> bool:
-    reference = recurring.pipeline_version_reference
-    runs_version = (reference.pipeline_version_id if reference else None) or (
-        recurring.pipeline_version_id
-    )
-    runtime = recurring.runtime_config
-    return (
-        runs_version == version_id
-        and _cron_of(recurring) == cron
-        and dict((runtime.parameters if runtime else None) or {}) == dict(params)
-        and str(recurring.status or "ENABLED") != "DISABLED"
-    )
-
-
-def _cron_of(recurring: Any) -> str:
-    trigger = recurring.trigger
-    schedule = trigger.cron_schedule if trigger is not None else None
-    return (schedule.cron if schedule is not None else None) or ""
-
-
-def _time(value: datetime | None) -> datetime | None:
-    """KFP's timestamp, or None for its 'unset' value (the epoch)."""
-    if value is None or value.timestamp() <= 0:
-        return None
-    return value

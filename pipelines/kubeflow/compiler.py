@@ -39,7 +39,7 @@ image and named after its DAG step. Why not container components:
 
 - ``kfp.local.SubprocessRunner`` runs lightweight Python components only (it refuses
   container and containerized Python components), and the compiled YAML is checked by
-  running it under ``kfp.local`` (``tests/kubeflow/test_conformance.py``): only this style
+  running it under ``kfp.local`` (``tests/pipelines/kubeflow/test_conformance.py``): only this style
   lets the very YAML we ship be executed without a cluster or Docker;
 - kfp's executor does the artifact plumbing: input and output paths, artifact metadata and
   the executor output file that carries metrics to the UI. A container component would
@@ -76,27 +76,22 @@ from kfp import compiler, dsl, kubernetes
 from kfp.dsl.types import type_annotations
 
 from components.names import CHECKPOINT_DIR_ENV, DISTRIBUTED_ENV, STEP_ENV
+from pipelines import k8s
 from pipelines.builder import build_dag
 from pipelines.config.compose import ComposedConfig
 from pipelines.config.schema import Config
-from pipelines.dag import RUN_DATE, RUN_ID, Dag, Ref, Step, Uri, memory_bytes
+from pipelines.dag import RUN_DATE, RUN_ID, Dag, Ref, Step, Uri
 from pipelines.errors import KfbatchError
 from pipelines.kubeflow.launch import RUN_DATE_TOKEN, RUN_ID_TOKEN
 from pipelines.kubeflow.tasks import CHECKPOINTING, DECLARATIONS, GATES
-from pipelines.kubeflow.trainjob import distributed_settings
+from pipelines.kubeflow.trainjob.stage import distributed_settings
 
 __all__ = ["compile_pipeline", "write_pipeline"]
 
 log = logging.getLogger(__name__)
 
-#: Tells the training task where ``kubeflow.checkpoint_pvc`` is mounted; the trainer keeps
-#: its checkpoints there (under a key of its params and data), so a retried pod resumes.
-#: The default accelerator resource when a step asks for GPUs without naming one.
-DEFAULT_ACCELERATOR = "nvidia.com/gpu"
 #: The pipeline parameter holding the run date (see :data:`pipelines.dag.RUN_DATE`).
 RUN_DATE_PARAMETER = "run_date"
-
-_KFP_MEMORY = re.compile(r"^[0-9]+(E|Ei|P|Pi|T|Ti|G|Gi|M|Mi|K|Ki)?$")
 
 
 def compile_pipeline(
@@ -174,7 +169,7 @@ def write_pipeline(composed: ComposedConfig, path: str | os.PathLike[str]) -> Pa
 
 def _build_pipeline(config: Config) -> Any:
     """The KFP pipeline (a ``GraphComponent``) of ``config``'s DAG, ready to compile."""
-    plan = _Plan.of(config)
+    plan = _TranslationPlan.of(config)
     dag, final_outputs = plan.dag, plan.final_outputs
     outputs_type = (
         typing.NamedTuple(  # type: ignore[misc]
@@ -232,8 +227,8 @@ def _build_pipeline(config: Config) -> Any:
 
 
 @dataclass(frozen=True)
-class _Plan:
-    """What the translation needs, decided before any kfp object is built."""
+class _TranslationPlan:
+    """What translating the DAG to a KFP pipeline needs, decided before any kfp object is built."""
 
     config: Config
     dag: Dag
@@ -244,7 +239,7 @@ class _Plan:
     final_outputs: tuple[tuple[str, tuple[str, str]], ...]
 
     @classmethod
-    def of(cls, config: Config) -> _Plan:
+    def of(cls, config: Config) -> _TranslationPlan:
         dag = build_dag(config)
         _secrets(config.kubeflow.secrets)  # fail on a malformed reference before building
         return cls(
@@ -277,7 +272,9 @@ class _Plan:
 # --------------------------------------------------------------------------- tasks
 
 
-def _add_task(plan: _Plan, step: Step, tasks: Mapping[str, Any], values: Mapping[str, str]) -> Any:
+def _add_task(
+    plan: _TranslationPlan, step: Step, tasks: Mapping[str, Any], values: Mapping[str, str]
+) -> Any:
     """Add ``step``'s task (inside a ``ParallelFor`` for a fan-out) to the pipeline."""
     component = dsl.component(
         plan.declarations[step.name],
@@ -326,11 +323,11 @@ def _configure(task: Any, step: Step, config: Config) -> None:
     reads_outside = any(isinstance(source, Uri) for source in step.inputs.values())
     task.set_caching_options(enable_caching=bool(kf.caching and step.cache and not reads_outside))
     task.set_env_variable(STEP_ENV, step.name)
-    cpu, memory = _cpu(resources.cpu), _memory(resources.memory)
+    cpu, memory = k8s.cpu_quantity(resources.cpu), k8s.integer_memory(resources.memory)
     task.set_cpu_request(cpu).set_cpu_limit(cpu)
     task.set_memory_request(memory).set_memory_limit(memory)
     if resources.gpu:
-        task.set_accelerator_type(resources.accelerator or DEFAULT_ACCELERATOR)
+        task.set_accelerator_type(k8s.gpu_resource(resources))
         task.set_accelerator_limit(resources.gpu)
     if step.retries:
         task.set_retry(
@@ -347,14 +344,8 @@ def _configure(task: Any, step: Step, config: Config) -> None:
         task.set_env_variable(DISTRIBUTED_ENV, distributed_settings(config, step))
     for key, value in resources.node_selector:
         kubernetes.add_node_selector(task, label_key=key, label_value=value)
-    for toleration in resources.tolerations:
-        kubernetes.add_toleration(
-            task,
-            key=toleration.key,
-            operator=toleration.operator,  # type: ignore[arg-type]
-            value=toleration.value,
-            effect=toleration.effect,  # type: ignore[arg-type]
-        )
+    for toleration in k8s.tolerations(resources):
+        kubernetes.add_toleration(task, **toleration)  # type: ignore[arg-type]
     if checkpoints:
         kubernetes.mount_pvc(task, pvc_name=kf.checkpoint_pvc, mount_path=kf.checkpoint_mount)
     for volume in kf.volumes:
@@ -495,18 +486,3 @@ def _secrets(secrets: Mapping[str, str]) -> dict[str, dict[str, str]]:
         secret, _, key = str(secrets[env]).partition("/")
         grouped[secret][key] = env
     return {secret: dict(sorted(keys.items())) for secret, keys in sorted(grouped.items())}
-
-
-def _cpu(cpu: float) -> str:
-    """A CPU count as a Kubernetes quantity: ``2`` or ``500m``."""
-    millis = math.ceil(cpu * 1000 - 1e-6)
-    return str(millis // 1000) if millis % 1000 == 0 else f"{millis}m"
-
-
-def _memory(memory: str) -> str:
-    """A memory quantity in the form kfp accepts (integers with K/Ki... suffixes).
-
-    kfp refuses decimals (``1.5Gi``) and the lowercase ``k`` that Kubernetes allows, so
-    those are written as a byte count.
-    """
-    return memory if _KFP_MEMORY.match(memory) else str(math.ceil(memory_bytes(memory)))

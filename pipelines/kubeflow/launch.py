@@ -15,7 +15,7 @@ does what the local runner's worker does, against KFP artifacts instead of cache
   ``KFBATCH_RUN_ID`` as the local worker does (the compiler sets ``KFBATCH_STEP``);
 - calls ``module:function`` (the DAG step's component) — or, when the compiler set
   ``KFBATCH_DISTRIBUTED`` (``trainer.nodes > 1``), runs it as a multi-node Kubeflow Trainer
-  job through :func:`pipelines.kubeflow.trainjob.run_distributed` — and turns what it
+  job through :func:`pipelines.kubeflow.trainjob.stage.run_distributed` — and turns what it
   returns and writes into what the Kubeflow UI shows: scalar metrics on a ``Metrics``
   artifact, model metadata (version, framework) on ``Model`` artifacts, and for evaluation
   a confusion matrix (and a ROC curve when the evaluation writes one) on
@@ -117,7 +117,7 @@ def launch(
     threads = _cpu_quota()
     log.info("%s: inputs %s, outputs %s, threads %s", component, paths_in, paths_out, threads)
     if distributed := os.environ.get(DISTRIBUTED_ENV):  # trainer.nodes > 1: a TrainJob trains
-        from pipelines.kubeflow.trainjob import run_distributed
+        from pipelines.kubeflow.trainjob.stage import run_distributed
 
         results = run_distributed(
             distributed,

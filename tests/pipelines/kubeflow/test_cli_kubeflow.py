@@ -12,7 +12,7 @@ from kfp.client import KF_PIPELINES_SA_TOKEN_ENV, Client
 
 from pipelines.cli.kubeflow import parse_params
 from pipelines.errors import ConfigError
-from tests.kubeflow.kfp_fake_server import FakeKfp
+from tests.pipelines.kubeflow.kfp_fake_server import FakeKfp
 
 TOKEN = "cli-test-token"
 

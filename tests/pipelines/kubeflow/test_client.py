@@ -19,15 +19,7 @@ from pipelines.config.schema import Config
 from pipelines.errors import ConfigError
 from pipelines.kubeflow import client as kfp_client
 from pipelines.kubeflow import connection
-from pipelines.kubeflow.client import (
-    KubeflowTimeout,
-    RunInfo,
-    create_schedule,
-    get_run,
-    list_runs,
-    submit_run,
-    wait_for_run,
-)
+from pipelines.kubeflow.client import get_run, list_runs, submit_run, wait_for_run
 from pipelines.kubeflow.connection import (
     KubeflowAuthError,
     KubeflowError,
@@ -35,7 +27,9 @@ from pipelines.kubeflow.connection import (
     KubeflowUnreachable,
 )
 from pipelines.kubeflow.package import PipelinePackage
-from tests.kubeflow.kfp_fake_server import FakeKfp
+from pipelines.kubeflow.runs import KubeflowTimeout, RunInfo
+from pipelines.kubeflow.schedule import create_schedule
+from tests.pipelines.kubeflow.kfp_fake_server import FakeKfp
 
 TOKEN = "t0ken-that-must-never-be-shown"
 UPLOAD = "/apis/v2beta1/pipelines/upload"

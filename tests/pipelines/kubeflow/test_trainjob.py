@@ -13,26 +13,27 @@ from typing import Any
 import pytest
 import yaml
 
+from components.names import DISTRIBUTED_ENV
 from pipelines.builder import build_dag
 from pipelines.config.compose import compose_config
 from pipelines.dag import Resources, Toleration
 from pipelines.errors import ConfigError
-from pipelines.kubeflow import trainjob
+from pipelines.k8s import KUEUE_QUEUE_LABEL
 from pipelines.kubeflow.compiler import compile_pipeline
-from pipelines.kubeflow.trainjob import (
-    DISTRIBUTED_ENV,
-    KUEUE_QUEUE_LABEL,
+from pipelines.kubeflow.trainjob import stage as staging
+from pipelines.kubeflow.trainjob.build import (
     TRAIN_ENTRY,
+    TrainingJobSpec,
     TrainJobError,
     build_pytorchjob,
     build_training_job,
     build_trainjob,
     job_name,
-    run_distributed,
-    run_trainjob,
 )
-from tests.kubeflow.k8s_fake_server import FakeKubernetes, condition
-from tests.manifests.crds import crd_errors
+from pipelines.kubeflow.trainjob.stage import run_distributed
+from pipelines.kubeflow.trainjob.watch import run_trainjob
+from tests.pipelines.kubeflow.k8s_fake_server import FakeKubernetes, condition
+from tests.pipelines.manifests.crds import crd_errors
 
 GPU = Resources(
     cpu=8.0,
@@ -60,7 +61,7 @@ COMMON: dict[str, Any] = {
 
 
 def test_trainjob_matches_the_upstream_crd_and_carries_the_placement() -> None:
-    job = build_trainjob(**COMMON, runtime="torch-distributed")
+    job = build_trainjob(TrainingJobSpec(**COMMON), runtime="torch-distributed")
     assert crd_errors(job) == []
     spec = job["spec"]
     assert spec["runtimeRef"] == {
@@ -94,7 +95,7 @@ def test_trainjob_matches_the_upstream_crd_and_carries_the_placement() -> None:
 
 
 def test_the_crd_check_catches_what_the_api_server_would_refuse() -> None:
-    job = build_trainjob(**COMMON)
+    job = build_trainjob(TrainingJobSpec(**COMMON))
     job["spec"]["trainer"]["numNodez"] = 3
     job["spec"]["trainer"]["numProcPerNode"] = 0
     job["metadata"]["name"] = "9-starts-with-a-digit"
@@ -105,7 +106,7 @@ def test_the_crd_check_catches_what_the_api_server_would_refuse() -> None:
 
 
 def test_pytorchjob_matches_the_upstream_crd_with_a_master_and_workers() -> None:
-    job = build_pytorchjob(**COMMON)
+    job = build_pytorchjob(TrainingJobSpec(**COMMON))
     assert crd_errors(job) == []
     replicas = job["spec"]["pytorchReplicaSpecs"]
     assert replicas["Master"]["replicas"] == 1
@@ -161,14 +162,14 @@ def test_job_names_are_rfc1035_stable_per_run_and_short() -> None:
     assert len(long) <= 63 and long[0].isalpha()
     assert job_name("9lives", "train", "r").startswith("job-9lives-train-")
     with pytest.raises(TrainJobError, match="RFC 1035"):
-        build_trainjob(**{**COMMON, "name": "Bad_Name"})
+        build_trainjob(TrainingJobSpec(**{**COMMON, "name": "Bad_Name"}))
 
 
 # --------------------------------------------------------------------------- the watcher
 
 
 def _job(name: str = "churn-train-0123456789") -> dict[str, Any]:
-    return build_trainjob(**{**COMMON, "name": name})
+    return build_trainjob(TrainingJobSpec(**{**COMMON, "name": name}))
 
 
 def test_a_job_that_completes_is_followed_logged_and_deleted(
@@ -234,7 +235,8 @@ def test_a_job_past_its_timeout_is_deleted() -> None:
 def test_a_pytorchjob_succeeds_on_its_own_condition() -> None:
     done = [condition("Running"), condition("Succeeded", reason="PyTorchJobSucceeded")]
     with FakeKubernetes([done]) as fake:
-        run_trainjob(build_pytorchjob(**COMMON), "team-ml", 30, api=fake.api(), poll_s=0)
+        job = build_pytorchjob(TrainingJobSpec(**COMMON))
+        run_trainjob(job, "team-ml", 30, api=fake.api(), poll_s=0)
     assert fake.calls()[0] == ("POST", "/apis/kubeflow.org/v1/namespaces/team-ml/pytorchjobs")
 
 
@@ -358,7 +360,7 @@ def test_run_distributed_stages_inputs_runs_the_job_and_returns_its_outputs(
 ) -> None:
     composed = _composed(tmp_path)
     step = build_dag(composed.config).step("train")
-    settings = trainjob.distributed_settings(composed.config, step)
+    settings = staging.distributed_settings(composed.config, step)
     dataset = tmp_path / "task" / "dataset"
     dataset.mkdir(parents=True)
     (dataset / "train.parquet").write_text("rows")
@@ -376,7 +378,7 @@ def test_run_distributed_stages_inputs_runs_the_job_and_returns_its_outputs(
         Path(outputs["model"], "weights.pt").write_text("weights")
         Path(values["--metrics"]).write_text(json.dumps({"val_roc_auc": 0.9}))
 
-    monkeypatch.setattr(trainjob, "_pod_namespace", lambda: "team-ml")
+    monkeypatch.setattr(staging, "_pod_namespace", lambda: "team-ml")
     with FakeKubernetes([[condition("Complete")]], on_create=training_pods) as fake:
         results = run_distributed(
             settings,
@@ -412,7 +414,7 @@ def test_the_launcher_trains_through_a_job_when_the_compiler_says_so(
     from pipelines.kubeflow.launch import launch
 
     composed = _composed(tmp_path)
-    settings = trainjob.distributed_settings(
+    settings = staging.distributed_settings(
         composed.config, build_dag(composed.config).step("train")
     )
     dataset = dsl.Dataset(name="dataset", uri=str(tmp_path / "dataset"))

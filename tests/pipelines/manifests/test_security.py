@@ -3,7 +3,7 @@
 checkov pins dozens of its own dependencies, so it lives in its own virtual environment,
 ``.venv-checkov`` (``make checkov`` creates it the same way), installed from the package
 index on first use; ``KFBATCH_CHECKOV`` may name a checkov executable instead. What is
-skipped, and why, is in ``tests/manifests/checkov.yaml``.
+skipped, and why, is in ``tests/pipelines/manifests/checkov.yaml``.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import yaml
 from pipelines.config.compose import compose_config
 from pipelines.manifests import render_tree
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 CONFIG = Path(__file__).with_name("checkov.yaml")
 VENV = REPO / ".venv-checkov"
 KUBECTL = shutil.which("kubectl")

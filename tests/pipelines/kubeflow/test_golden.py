@@ -4,7 +4,7 @@ A change in the compiled pipeline (new params in the DAG, a changed declaration,
 upgrade) shows up here as a diff. When the change is intended, regenerate the files and
 review them in the commit::
 
-    KFBATCH_UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/kubeflow/test_golden.py
+    KFBATCH_UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/pipelines/kubeflow/test_golden.py
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import pytest
 from pipelines.config.compose import compose_config
 from pipelines.kubeflow.compiler import write_pipeline
 
-GOLDEN = Path(__file__).resolve().parents[1] / "golden"
+GOLDEN = Path(__file__).resolve().parents[2] / "golden"
 UPDATE = os.environ.get("KFBATCH_UPDATE_GOLDEN") == "1"
 
 #: golden file name -> overrides

@@ -23,7 +23,7 @@ from pathlib import Path
 import pyarrow.dataset as ds
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 DRIVER = Path(__file__).with_name("image_driver.py")
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]

@@ -17,9 +17,9 @@ import yaml
 from pipelines.config.compose import compose_config
 from pipelines.manifests import render_tree
 from pipelines.manifests.job import main as job_main
-from tests.manifests.crds import crd_errors, is_custom
+from tests.pipelines.manifests.crds import crd_errors, is_custom
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 #: The Kubernetes version whose JSON schemas core kinds are validated against.
 KUBERNETES_VERSION = "1.32.0"
 KUBECTL = shutil.which("kubectl")
