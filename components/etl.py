@@ -271,6 +271,7 @@ def _read(
 ) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
     """The main pass's prepared batches, and their schema (the first batch's)."""
     raw_columns = sorted({c.column for c in job.checks if c.on == "raw" and c.column})
+    job.prepare.division_by_zero.clear()  # count the main pass only, not the strata pass
     batches = _prepared(job, reader(rejects.add), rejects, job.prepare, raw_profile, raw_columns)
     first = next(batches, None)
     if first is None:
@@ -392,6 +393,7 @@ def _verify(
                 "rows_out": written.rows,
                 "rows_rejected": rejects.count,
                 "rejects_by_reason": rejects.by_reason,
+                "division_by_zero": dict(job.prepare.division_by_zero),
                 "reference_version": job.reference.get("version"),
                 "checks": results,
                 "profiles": {stage: p.to_dict() for stage, p in profiles.items()},

@@ -22,7 +22,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -40,30 +39,28 @@ TIMESTAMP_PARTS: dict[str, Callable[[pa.Array], pa.Array]] = {
     "day_of_week": pc.day_of_week,
     "day_of_year": pc.day_of_year,
 }
-_FUNCTIONS: dict[str, Callable[..., np.ndarray]] = {
-    "abs": np.abs,
-    "log": np.log,
-    "log1p": np.log1p,
-    "exp": np.exp,
-    "sqrt": np.sqrt,
-    "min": np.minimum,
-    "max": np.maximum,
-    "where": np.where,
+#: Functions a derived column may call, as pyarrow kernels (null in, null out).
+_FUNCTIONS: dict[str, Callable[..., Any]] = {
+    "abs": pc.abs_checked,
+    "log": pc.ln,
+    "log1p": pc.log1p,
+    "exp": pc.exp,
+    "sqrt": pc.sqrt,
+    "min": lambda *a: pc.min_element_wise(*a, skip_nulls=False),
+    "max": lambda *a: pc.max_element_wise(*a, skip_nulls=False),
+    "where": lambda condition, yes, no: pc.if_else(_truth(condition), yes, no),
 }
-_BINARY = {
-    ast.Add: np.add,
-    ast.Sub: np.subtract,
-    ast.Mult: np.multiply,
-    ast.Div: np.divide,
-    ast.Pow: np.power,
-    ast.Mod: np.mod,
-    ast.Lt: np.less,
-    ast.LtE: np.less_equal,
-    ast.Gt: np.greater,
-    ast.GtE: np.greater_equal,
-    ast.Eq: np.equal,
-    ast.NotEq: np.not_equal,
+#: Arithmetic kept exact on integers (checked: an overflow is an error, not a wrap-around).
+_ARITHMETIC = {ast.Add: pc.add_checked, ast.Sub: pc.subtract_checked, ast.Mult: pc.multiply_checked}
+_COMPARISONS = {
+    ast.Lt: pc.less,
+    ast.LtE: pc.less_equal,
+    ast.Gt: pc.greater,
+    ast.GtE: pc.greater_equal,
+    ast.Eq: pc.equal,
+    ast.NotEq: pc.not_equal,
 }
+_OPERATORS = (*_ARITHMETIC, ast.Div, ast.Pow, ast.Mod, *_COMPARISONS)
 
 
 @dataclass(frozen=True)
@@ -78,6 +75,8 @@ class Prepare:
     transforms: list[dict[str, Any]] = field(default_factory=list)
     select: list[str] | None = None
     drop: list[str] = field(default_factory=list)
+    #: Rows per derived column whose division (``/`` or ``%``) by zero gave null, so far.
+    division_by_zero: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> Prepare:
@@ -189,7 +188,9 @@ class Prepare:
             tree = _parse(expression, name)
             if not strict and not _names(tree) <= set(columns):
                 continue
-            columns[name] = pa.array(_evaluate(tree, columns, name))
+            columns[name], zeros = _evaluate(tree, columns, name)
+            if zeros:
+                self.division_by_zero[name] = self.division_by_zero.get(name, 0) + zeros
         for column, parts in self.timestamp_parts.items():
             for part in parts:
                 name = f"{column}_{part}"
@@ -239,7 +240,7 @@ def _parse(expression: str, name: str) -> ast.Expression:
             ast.Load,
             ast.USub,
             ast.UAdd,
-            *_BINARY,
+            *_OPERATORS,
         )
         if not isinstance(node, allowed):
             raise ParamError(
@@ -266,38 +267,99 @@ def _names(tree: ast.AST) -> set[str]:
     }
 
 
-def _evaluate(tree: ast.AST, columns: dict[str, pa.Array], name: str) -> np.ndarray:
-    """Evaluate over float64 numpy arrays (nulls as NaN); NaN results become nulls."""
+def _evaluate(tree: ast.AST, columns: dict[str, pa.Array], name: str) -> tuple[pa.Array, int]:
+    """The derived column and how many of its rows divided by zero.
+
+    SQL-like semantics on pyarrow kernels: a null input gives null, comparisons and ``where``
+    on null are null (``and`` of a chained comparison is Kleene's), integer ``+ - * %`` and
+    ``**`` with a non-negative integer exponent stay integer, ``/`` is true division, a
+    division by zero is null (and counted), and a result that is not finite (``log(0)``,
+    ``sqrt(-1)``) is null.
+
+    Raises:
+        DataError: the columns' types do not support the expression, or an integer overflows.
+    """
+    zeros = 0
+    rows = len(next(iter(columns.values()))) if columns else 0
+
+    def divisor(right: Any) -> Any:
+        nonlocal zeros
+        if isinstance(right, pa.Scalar):
+            if right.as_py() == 0:
+                zeros += rows
+                return pa.scalar(None, right.type)
+            return right
+        is_zero = pc.equal(right, 0)
+        zeros += int(pc.sum(pc.cast(is_zero, pa.int64())).as_py() or 0)
+        return pc.if_else(is_zero, pa.scalar(None, right.type), right)
 
     def value(node: ast.AST) -> Any:
         if isinstance(node, ast.Expression):
             return value(node.body)
         if isinstance(node, ast.Constant):
-            return float(node.value)
+            return pa.scalar(node.value)
         if isinstance(node, ast.Name):
             if node.id in ("pi", "e") and node.id not in columns:
-                return math.pi if node.id == "pi" else math.e
-            column = _column(columns, node.id, f"derive.{name}")
-            return pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False)
+                return pa.scalar(math.pi if node.id == "pi" else math.e)
+            return _column(columns, node.id, f"derive.{name}")
         if isinstance(node, ast.UnaryOp):
-            return -value(node.operand) if isinstance(node.op, ast.USub) else value(node.operand)
+            operand = value(node.operand)
+            return pc.negate_checked(operand) if isinstance(node.op, ast.USub) else operand
         if isinstance(node, ast.BinOp):
-            return _BINARY[type(node.op)](value(node.left), value(node.right))
+            left, right = value(node.left), value(node.right)
+            op = type(node.op)
+            if op in _ARITHMETIC:
+                return _ARITHMETIC[op](left, right)
+            if op is ast.Div:
+                return pc.divide(_float(left), divisor(_float(right)))
+            if op is ast.Mod:
+                return pc.modulo(left, divisor(right))
+            if _integer(left) and _integer(right) and _non_negative(right):
+                return pc.power_checked(left, right)
+            return pc.power(_float(left), _float(right))
         if isinstance(node, ast.Compare):
-            left = value(node.left)
-            result: Any = True
+            left, result = value(node.left), None
             for op, comparator in zip(node.ops, node.comparators, strict=True):
                 right = value(comparator)
-                result = np.logical_and(result, _BINARY[type(op)](left, right))
+                step = _COMPARISONS[type(op)](left, right)
+                result = step if result is None else pc.and_kleene(result, step)
                 left = right
-            return np.asarray(result, dtype=np.float64)
+            return result
         assert isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
         return _FUNCTIONS[node.func.id](*(value(a) for a in node.args))
 
-    rows = len(next(iter(columns.values()))) if columns else 0
-    with np.errstate(all="ignore"):
-        result = np.broadcast_to(np.asarray(value(tree), dtype=np.float64), (rows,))
-    return np.where(np.isfinite(result), result, np.nan)
+    try:
+        result = value(tree)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as e:
+        raise DataError(
+            f"features.derive.{name} cannot be computed on these columns: {e}; fix the "
+            "expression or the column types (data.columns)"
+        ) from None
+    if isinstance(result, pa.Scalar):  # a constant expression
+        result = pa.repeat(result, rows)
+    if pa.types.is_floating(result.type):
+        result = pc.if_else(pc.is_finite(result), result, pa.scalar(None, result.type))
+    return result, zeros
+
+
+def _truth(condition: Any) -> Any:
+    """A ``where`` condition as booleans (a number is true when not zero)."""
+    if pa.types.is_boolean(condition.type):
+        return condition
+    return pc.not_equal(condition, 0)
+
+
+def _float(value: Any) -> Any:
+    return value if pa.types.is_floating(value.type) else pc.cast(value, pa.float64())
+
+
+def _integer(value: Any) -> bool:
+    return pa.types.is_integer(value.type)
+
+
+def _non_negative(value: Any) -> bool:
+    smallest = value if isinstance(value, pa.Scalar) else pc.min(value)
+    return smallest.as_py() is None or smallest.as_py() >= 0
 
 
 def _user_transform(spec: dict[str, Any]) -> Callable[[pa.RecordBatch], pa.RecordBatch]:

@@ -441,6 +441,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"{report.get('rows_out', '?')}, rejected {report.get('rows_rejected', '?')}.",
         "",
     ]
+    for column, rows in sorted(report.get("division_by_zero", {}).items()):
+        lines += [f"Derived column {column}: {rows} rows divided by zero (null).", ""]
     if checks:
         lines += [
             "| check | level | status | observed | expected |",

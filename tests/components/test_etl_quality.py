@@ -291,3 +291,50 @@ def test_the_spec_transforms_a_selection_of_its_input_columns(tmp_path: Path) ->
     )
     log_amt = spec.transform(raw)[:, 1] * spec.numeric[1].std + spec.numeric[1].mean
     assert log_amt.max() == pytest.approx(np.log1p(10.0), rel=1e-6)  # clipped before deriving
+
+
+def test_derived_columns_have_sql_null_semantics() -> None:
+    batch = pa.record_batch(
+        {
+            "amount": pa.array([5.0, None, 20.0, 0.0]),
+            "n": pa.array([1, 2, None, 0]),
+            "d": pa.array([2, 0, 1, 0]),
+        }
+    )
+    derive = {
+        "big": "amount > 10",
+        "pick": "where(amount > 10, 1, 0)",
+        "next": "n + 1",
+        "ratio": "n / d",
+        "rest": "n % d",
+        "square": "n ** 2",
+        "log_amount": "log(amount)",
+        "between": "1 < n < 3",
+        "at_least_one": "max(n, 1)",
+    }
+    prepare = Prepare.from_dict(etl_params(*additions("features.derive", derive))["features"])
+    prepared = prepare(batch)
+    out = prepared.to_pydict()
+    assert out["big"] == [False, None, True, False]  # null in, null out (not 0.0)
+    assert out["pick"] == [0, None, 1, 0]  # where on a null condition is null
+    assert out["next"] == [2, 3, None, 1] and prepared.schema.field("next").type == pa.int64()
+    assert out["ratio"] == [0.5, None, None, None]  # n / 0 is null, counted
+    assert out["rest"] == [1, None, None, None]
+    assert out["square"] == [1, 4, None, 0]
+    assert out["log_amount"][1:] == [None, pytest.approx(np.log(20.0)), None]  # log(0): null
+    assert out["between"] == [False, True, None, False]
+    assert out["at_least_one"] == [1, 2, None, 1]
+    assert prepare.division_by_zero == {"ratio": 2, "rest": 2}
+
+
+def test_divisions_by_zero_are_counted_in_the_quality_report(tmp_path: Path) -> None:
+    _run(
+        _write(tmp_path / "in.csv", 0, 100),
+        tmp_path / "out",
+        features=(*FEATURES, *additions("features.derive", {"per_day": "amount / days"})),
+    )
+    report = json.loads((tmp_path / "out" / "quality" / "quality.json").read_text())
+    days = [i % 5 for i in range(100) if i % 7 != 0]  # filled with 0 where empty
+    assert report["division_by_zero"] == {"per_day": 100 - len([d for d in days if d])}
+    markdown = (tmp_path / "out" / "quality" / "quality.md").read_text()
+    assert "Derived column per_day: " in markdown
