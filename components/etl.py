@@ -38,6 +38,7 @@ from components.data.features import (
     FeatureSpecAccumulator,
     load_feature_spec,
 )
+from components.data.labels import LabelGate
 from components.data.prepare import Prepare
 from components.data.quality import (
     Check,
@@ -290,9 +291,11 @@ def _prepared(
     raw_columns: list[str],
 ) -> Iterator[pa.RecordBatch]:
     """Profile the raw rows (only counted without ``raw_columns``), apply the row-level
-    transforms, reject rows with a null in a ``drop_nulls`` column; yield the non-empty
+    transforms, reject rows with a null in a ``drop_nulls`` column and rows whose label
+    ``data.classes`` does not list (see :class:`LabelGate`); yield the non-empty
     prepared batches, only the first ``sample_rows`` rows when that is set."""
     required = job.params.features.drop_nulls
+    labels = LabelGate(job.params.task, job.target, job.params.classes)
 
     def prepare(batch: Batch) -> pa.RecordBatch:
         data = batch.data
@@ -301,9 +304,9 @@ def _prepared(
         else:
             raw_profile.rows += data.num_rows
         data = transform(data)
-        if not required:
-            return data
-        return drop_null_rows(data, required, batch.source, batch.rows, rejects.add)
+        if required:
+            data = drop_null_rows(data, required, batch.source, batch.rows, rejects.add)
+        return labels(data, batch.source, batch.rows, rejects.add)
 
     nonempty = (data for data in map(prepare, batches) if data.num_rows)
     limit = job.params.sample_rows

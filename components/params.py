@@ -244,6 +244,9 @@ class EtlParams(Params):
     source: SourceParams
     id_column: str | None
     target: str
+    #: What the target predicts, and its declared labels (rows with others are rejected).
+    task: str
+    classes: list[str] | None
     split: SplitParams
     #: Scoring shards to write (``etl.scoring_shards``).
     shards: int
@@ -284,6 +287,8 @@ class TrainParams(Params):
     trainer: TrainerParams
     target: str
     task: str
+    #: Declared labels (``data.classes``), in order; null: the labels the train split has.
+    classes: list[str] | None
     #: Fold settings when a variant names a fold (CV folds, cross-validated trials).
     cv: FoldParams | None
     #: The fan-out item: ``fold`` and/or ``trial`` + ``overrides``; null for the train step.

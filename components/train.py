@@ -133,7 +133,9 @@ def _rank(
     config = typed.trainer
     dataset_dir = str(inputs["dataset"])
     spec, manifest = _checked_inputs(dataset_dir, str(inputs["feature_spec"]), typed.target)
-    target = fit_target(typed.task, typed.target, split_parts(dataset_dir, SPLIT_TRAIN))
+    target = fit_target(
+        typed.task, typed.target, split_parts(dataset_dir, SPLIT_TRAIN), typed.classes
+    )
     threads = max(config.threads // world.size, 1) if config.threads else 0
     with deterministic(threads):
         stream, validation = training_data(dataset_dir, spec, target, typed, world)

@@ -127,6 +127,8 @@ class _Builder:
                 source=options if data.kind == "csv" else options.replace(format="auto"),
                 id_column=data.id_column,
                 target=data.target,
+                task=data.task,
+                classes=_copy(data.classes),
                 split=mirror(EtlParams, "split", data.split),
                 shards=config.etl.scoring_shards,
                 seed=config.seed,
@@ -180,6 +182,7 @@ class _Builder:
             ),
             target=config.data.target,
             task=config.data.task,
+            classes=_copy(config.data.classes),
             cv=mirror(TrainParams, "cv", config.cv, seed=config.seed) if folds else None,
             variant=None,
         )

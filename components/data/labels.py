@@ -8,7 +8,7 @@ artifact, and used by training and evaluation alike so that class index ``i`` al
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,11 +16,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from components.data.rejects import Reject
 from components.errors import DataError, ParamError
 from components.io.files import iter_batches
 from components.names import TASKS
 
-__all__ = ["MAX_CLASSES", "Target", "fit_target"]
+__all__ = ["MAX_CLASSES", "LabelGate", "Target", "fit_target"]
 
 MAX_CLASSES = 1000  # more distinct labels than this is almost surely a regression target
 READ_BATCH_ROWS = 262_144
@@ -74,8 +75,70 @@ class Target:
         return cls(d["task"], d["column"], tuple(d.get("classes") or ()))
 
 
-def fit_target(task: str, column: str, parts: Iterable[str]) -> Target:
+class LabelGate:
+    """What ETL lets through as labels, batch by batch, so label surprises surface there.
+
+    With declared ``classes`` (``data.classes``), a row whose label is another value is
+    rejected with a reason; without them, a binary target with a third value (or a
+    classification target with more than :data:`MAX_CLASSES` values) fails the step with the
+    message the train step would give. Null labels pass (the train step refuses them).
+    """
+
+    def __init__(self, task: str, column: str, classes: list[str] | None) -> None:
+        self.task, self.column = task, column
+        self.classes = pa.array(classes, pa.string()) if classes is not None else None
+        self.seen: set[str] = set()
+
+    def __call__(
+        self,
+        data: pa.RecordBatch,
+        source: str,
+        rows: np.ndarray,
+        reject: Callable[[Reject], None],
+    ) -> pa.RecordBatch:
+        """``data`` less the rows with an undeclared label (each rejected)."""
+        if self.task == "regression" or self.column not in data.schema.names:
+            return data  # a missing target is reported where the schema is checked
+        labels = _as_labels(data.column(self.column))
+        if self.classes is None:
+            self.seen.update(pc.unique(pc.drop_null(labels)).to_pylist())
+            _check_label_count(self.task, self.column, sorted(self.seen, key=_label_order))
+            return data
+        other = pc.invert(pc.is_in(labels, value_set=self.classes))  # null labels: null
+        other = pc.fill_null(other, False).to_numpy(zero_copy_only=False)
+        if not other.any():
+            return data
+        declared = self.classes.to_pylist()
+        for i in np.flatnonzero(other):
+            reason = (
+                f"column {self.column!r}: label {labels[i].as_py()!r} is not one of "
+                f"data.classes {declared}"
+            )
+            reject(Reject(source, None, int(rows[i]), reason, ""))
+        return data.filter(pa.array(~other))
+
+
+def _check_label_count(task: str, column: str, labels: list[str]) -> None:
+    if task == "binary" and len(labels) > 2:
+        raise DataError(
+            f"data.task=binary but the target {column!r} has more than 2 distinct values "
+            f"{labels[:10]}; expected exactly 2 (set data.task=multiclass for more, or list "
+            "the expected labels in data.classes to quarantine rows with any other)"
+        )
+    if len(labels) > MAX_CLASSES:
+        raise DataError(
+            f"target column {column!r} has more than {MAX_CLASSES} distinct values; set "
+            "data.task=regression for a numeric target"
+        )
+
+
+def fit_target(
+    task: str, column: str, parts: Iterable[str], classes: list[str] | None = None
+) -> Target:
     """Fit the target of ``task`` from the ``column`` of the Parquet ``parts`` (train split).
+
+    Declared ``classes`` (``data.classes``) fix the labels and their order (for binary, the
+    second is the positive class); otherwise they are the labels seen, sorted.
 
     Raises:
         ParamError: ``task`` is unknown.
@@ -106,6 +169,14 @@ def fit_target(task: str, column: str, parts: Iterable[str]) -> Target:
                     f"target column {column!r} has more than {MAX_CLASSES} distinct values; "
                     "set data.task=regression for a numeric target"
                 )
+    if classes is not None:
+        undeclared = sorted(seen - set(classes), key=_label_order)
+        if undeclared:
+            raise DataError(
+                f"the train split's target {column!r} holds {undeclared[:10]}, which "
+                f"data.classes {classes} does not list; re-run etl with these classes"
+            )
+        return Target(task, column, tuple(classes))
     classes = tuple(sorted(seen, key=_label_order))
     if task == "binary" and len(classes) != 2:
         raise DataError(
@@ -141,9 +212,9 @@ def _target_column(data: pa.RecordBatch | pa.Table, name: str) -> pa.Array:
 def _as_labels(column: pa.Array) -> pa.Array:
     """Labels as strings; integral floats (1.0) read as integers (1), booleans as true/false."""
     if pa.types.is_floating(column.type):
-        values = column.to_numpy(zero_copy_only=False)
+        values = pc.drop_null(column).to_numpy(zero_copy_only=False)
         if np.all(values == np.round(values)):
-            column = pa.array(values.astype(np.int64))
+            column = pc.cast(column, pa.int64())
     if pa.types.is_boolean(column.type):
         return pc.if_else(column, "true", "false")
     return pc.cast(column, pa.string())

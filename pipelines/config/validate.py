@@ -221,6 +221,7 @@ def _check_data(data: Mapping[str, Any], stages: list[str]) -> None:
             True,
         )
     _check_csv(data["csv"])
+    _check_classes(data["classes"], data["task"])
     if data["kind"] == "csv" and not data["uri"]:
         raise ConfigError("data.uri", "the CSV file or directory to read when data.kind=csv")
     if data["id_column"] is None and "infer" in stages:
@@ -229,6 +230,20 @@ def _check_data(data: Mapping[str, Any], stages: list[str]) -> None:
         )
     if data["id_column"] is not None and data["id_column"] == data["target"]:
         raise ConfigError("data.id_column", "a column other than data.target", data["id_column"])
+
+
+def _check_classes(classes: list[str] | None, task: str) -> None:
+    """Declared labels fit the task: two for binary, at least two for multiclass, none for
+    regression, each once."""
+    if classes is None:
+        return
+    if task == "regression":
+        raise ConfigError("data.classes", "null with data.task=regression", list(classes))
+    needed = "exactly 2 labels" if task == "binary" else "at least 2 labels"
+    if (task == "binary" and len(classes) != 2) or len(classes) < 2:
+        raise ConfigError("data.classes", f"{needed} for data.task={task}", list(classes))
+    if len(set(classes)) != len(classes) or any(not str(c).strip() for c in classes):
+        raise ConfigError("data.classes", "distinct non-empty labels", list(classes))
 
 
 def _check_csv(csv: Mapping[str, Any]) -> None:

@@ -172,6 +172,9 @@ def test_a_continuous_target_is_refused(tmp_path: Path) -> None:
     rows = [f"r{i},{i * 0.5},a,{i * 0.25}" for i in range(300)]
     write_csv(tmp_path / "data.csv", HEADER, rows)
     with pytest.raises(DataError, match=r"more than 128 distinct values .*stratify=false"):
+        _run(tmp_path / "data.csv", tmp_path / "out", "data.task=multiclass")
+    # As a binary target it fails sooner: a third label is refused (see test_tasks).
+    with pytest.raises(DataError, match=r"data.task=binary but the target 'label' has more"):
         _run(tmp_path / "data.csv", tmp_path / "out")
 
 

@@ -148,3 +148,40 @@ def test_gate_passes_the_model_on_or_stops_with_a_clear_message(
 def _gate(*overrides: str) -> dict[str, object]:
     """The gate step's params: the packaged ``evaluate=gated`` option under ``overrides``."""
     return step_params("gate", "evaluate=gated", *overrides)
+
+
+def _labelled(path: Path, labels: list[str]) -> Path:
+    rows = [f"r{i},{i % 13 * 0.5},{labels[i % len(labels)]}" for i in range(300)]
+    path.write_text("\n".join(["id,x,answer", *rows]) + "\n")
+    return path
+
+
+def _etl_labels(source: Path, out: Path, *overrides: str) -> dict:
+    params = etl_params("data.id_column=id", "data.target=answer", *overrides)
+    outputs = {n: str(out / n) for n in ("dataset", "feature_spec", "scoring", "rejects")}
+    return etl.run({"source": str(source)}, params, outputs)
+
+
+def test_a_third_label_of_a_binary_target_fails_etl(tmp_path: Path) -> None:
+    source = _labelled(tmp_path / "in.csv", ["yes", "no", "yes", "no", "maybe"])
+    with pytest.raises(DataError, match=r"data.task=binary but the target 'answer' has more "):
+        _etl_labels(source, tmp_path / "out")
+    assert not (tmp_path / "out" / "dataset" / "_manifest.json").exists()
+
+
+def test_declared_classes_quarantine_other_labels_and_order_the_classes(
+    tmp_path: Path,
+) -> None:
+    source = _labelled(tmp_path / "in.csv", ["yes", "no", "yes", "no", "maybe"])
+    out = tmp_path / "out"
+    metrics = _etl_labels(source, out, "data.classes=[yes,no]", "etl.max_reject_fraction=0.25")
+    assert (metrics["rows_in"], metrics["rows"], metrics["rows_rejected"]) == (300, 240, 60)
+    reasons = set(pq.read_table(out / "rejects" / "rejects.parquet")["reason"].to_pylist())
+    assert reasons == {"column 'answer': label 'maybe' is not one of data.classes ['yes', 'no']"}
+    train.run(
+        {"dataset": str(out / "dataset"), "feature_spec": str(out / "feature_spec")},
+        train_params("data.target=answer", "data.classes=[yes,no]", epochs=1),
+        {"model": str(out / "model")},
+    )
+    _, _, meta = load_model(str(out / "model"))
+    assert meta["classes"] == ["yes", "no"]  # declared order: "no" is the positive class

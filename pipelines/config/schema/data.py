@@ -71,6 +71,9 @@ class DataConfig:
     batch_rows: int = knob(32_768, ge=1024)
     sample_rows: int | None = knob(None, ge=1, expected="a row count >= 1, or null for all rows")
     task: str = knob("binary", choices=TASKS)
+    # The expected labels of a classification target, in order (binary: the second is the
+    # positive class); rows with any other label are quarantined. null: the labels seen.
+    classes: list[str] | None = None
 
 
 @dataclass

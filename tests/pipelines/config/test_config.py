@@ -203,6 +203,13 @@ BAD_CONFIGS = [
     (["data.csv.quote_char=','"], "data.csv.quote_char", "other than data.csv.delimiter"),
     (["data.csv.column_names=[a,b,a]"], "data.csv.column_names", "each name once"),
     (["data.csv.column_names=[]"], "data.csv.column_names", "non-empty names"),
+    (["data.classes=[no,yes,maybe]"], "data.classes", "exactly 2 labels for data.task=binary"),
+    (["data.classes=[yes,yes]"], "data.classes", "distinct non-empty labels"),
+    (
+        ["data.task=regression", "data.classes=[a,b]"],
+        "data.classes",
+        "null with data.task=regression",
+    ),
     (["data.csv.encoding=latin-9x"], "data.csv.encoding", "a Python codec name"),
     (["data.csv.decimal_point=x"], "data.csv.decimal_point", "one of '.', ','"),
 ]
