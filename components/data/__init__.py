@@ -11,6 +11,8 @@ What lives where, in the order rows flow:
 - ``prepare``: the declared row-level transforms (renames, derived columns, fills, clips,
   user transforms).
 - ``quality``: data-quality checks and column profiles, and their report.
+- ``sketches``: mergeable summaries with stated error (moments, KLL quantiles and
+  histograms, heavy hitters) behind the profiles.
 - ``split``: keyed row hashes: each row's split and scoring shard, stratification by
   target class, repeated ids.
 - ``writers``: the etl outputs' split and shard Parquet writers, and their digests.

@@ -4,7 +4,9 @@ Checks are declared in config (``quality.checks``), each on the raw (parsed and 
 or on the prepared rows that ETL writes (``on: raw | prepared``), each ``warn`` or
 ``error``. Every check reduces to statistics that merge batch by batch (counts, nulls,
 minimum/maximum, values outside a range or a set, moments), so memory stays bounded
-whatever the input size. :func:`write_report` writes ``quality.json`` and ``quality.md``
+whatever the input size; profiles' moments, quantiles, histograms and top values come from
+:mod:`components.data.sketches` (exact, or with their error bound reported).
+:func:`write_report` writes ``quality.json`` and ``quality.md``
 (per-column profiles with histograms); :func:`raise_for_errors` fails the step with one
 line naming the column, the check, the observed value and the threshold.
 
@@ -27,7 +29,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +36,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from components.data.sketches import Distribution, HeavyHitters, Moments
 from components.errors import DataError, ParamError
 from components.io.files import write_json
 from components.names import QUALITY_JSON, QUALITY_MARKDOWN
@@ -56,9 +58,17 @@ CHECKS = ("type", "not_null", "null_fraction", "range", "allowed", "unique", "ro
 LEVELS = ("warn", "error")
 STAGES = ("raw", "prepared")
 HISTOGRAM_BINS = 20
-HISTOGRAM_STRIDE = 8  # histograms count every 8th value: a distribution, at 1/8 the cost
 TOP_VALUES = 10
-_MAX_DISTINCT = 10_000  # distinct values counted per text column before pruning
+#: Quantiles every numeric profile reports, by name.
+QUANTILES = {
+    "p01": 0.01,
+    "p05": 0.05,
+    "p25": 0.25,
+    "p50": 0.5,
+    "p75": 0.75,
+    "p95": 0.95,
+    "p99": 0.99,
+}
 
 
 @dataclass(frozen=True)
@@ -132,18 +142,11 @@ class _ColumnStats:
     count: int = 0
     nulls: int = 0
     n: int = 0
-    total: float = 0.0
-    sample_n: int = 0
-    sample_sum: float = 0.0
-    sample_sq: float = 0.0
     minimum: float | None = None
     maximum: float | None = None
-    edges: np.ndarray | None = None
-    histogram: np.ndarray | None = None
-    below: int = 0
-    above: int = 0
-    values: Counter[str] = field(default_factory=Counter)
-    pruned: bool = False
+    moments: Moments = field(default_factory=Moments)
+    distribution: Distribution = field(default_factory=Distribution)
+    values: HeavyHitters = field(default_factory=HeavyHitters)
     violations: dict[str, int] = field(default_factory=dict)
     examples: dict[str, Any] = field(default_factory=dict)
 
@@ -191,45 +194,24 @@ class Profile:
 
 
 def _numeric(stats: _ColumnStats, column: pa.Array) -> None:
-    """Exact count, min, max and sum (Arrow kernels); std and histogram from 1 value in 8."""
+    """Exact count, min and max; moments and the distribution of every finite value."""
     extremes = pc.min_max(column)
     low, high = extremes["min"].as_py(), extremes["max"].as_py()
     if low is None:
         return
     low, high = float(low), float(high)
     stats.n += len(column) - column.null_count
-    stats.total += float(pc.sum(column).as_py() or 0.0)
     stats.minimum = low if stats.minimum is None else min(stats.minimum, low)
     stats.maximum = high if stats.maximum is None else max(stats.maximum, high)
     if column.null_count:
         column = column.drop_null()
     if not pa.types.is_float64(column.type):
         column = pc.cast(column, pa.float64())
-    sample = column.to_numpy(zero_copy_only=False)[::HISTOGRAM_STRIDE]
-    sample = sample[np.isfinite(sample)]
-    if sample.size == 0:
-        return
-    stats.sample_n += sample.size
-    stats.sample_sum += float(sample.sum())
-    stats.sample_sq += float(np.dot(sample, sample))
-    if stats.edges is None:
-        # Bins from the first batch's spread; later values outside go to below/above.
-        lo, hi = np.quantile(sample, [0.001, 0.999]) if sample.size > 100 else (low, high)
-        lo, hi = float(lo), float(hi)
-        if hi <= lo:
-            hi = lo + 1.0
-        stats.edges = np.linspace(lo, hi, HISTOGRAM_BINS + 1)
-        stats.histogram = np.zeros(HISTOGRAM_BINS, dtype=np.int64)
-    assert stats.histogram is not None
-    lo, hi = stats.edges[0], stats.edges[-1]
-    # Arithmetic binning (much faster than searchsorted); the top edge belongs to the last bin.
-    index = np.floor((sample - lo) * (HISTOGRAM_BINS / (hi - lo))).astype(np.int64)
-    index[sample == hi] = HISTOGRAM_BINS - 1
-    np.clip(index, -1, HISTOGRAM_BINS, out=index)
-    counts = np.bincount(index + 1, minlength=HISTOGRAM_BINS + 2)
-    stats.below += int(counts[0])
-    stats.above += int(counts[-1])
-    stats.histogram += counts[1:-1]
+    values = column.to_numpy(zero_copy_only=False)
+    if not pa.types.is_floating(column.type) or not np.isfinite(values).all():
+        values = values[np.isfinite(values)]
+    stats.moments.add(values)
+    stats.distribution.add(values)
 
 
 def _bounds(stats: _ColumnStats, column: pa.Array) -> None:
@@ -242,17 +224,7 @@ def _bounds(stats: _ColumnStats, column: pa.Array) -> None:
 
 
 def _text(stats: _ColumnStats, column: pa.Array) -> None:
-    if stats.pruned:
-        return
-    counts = pc.value_counts(column)
-    for value, count in zip(
-        counts.field("values").to_pylist(), counts.field("counts").to_pylist(), strict=True
-    ):
-        if value is not None:
-            stats.values[value] += count
-    if len(stats.values) > _MAX_DISTINCT:
-        stats.values = Counter(dict(stats.values.most_common(TOP_VALUES)))
-        stats.pruned = True  # high cardinality (an id?): keep the top values seen so far
+    stats.values.add(column)
 
 
 def _violations(
@@ -290,22 +262,19 @@ def _column_profile(stats: _ColumnStats) -> dict[str, Any]:
     }
     if stats.minimum is not None:
         profile["min"], profile["max"] = stats.minimum, stats.maximum
-    if stats.n:
-        profile["mean"] = stats.total / stats.n
-    if stats.sample_n:
-        mean = stats.sample_sum / stats.sample_n
-        profile["std"] = math.sqrt(max(stats.sample_sq / stats.sample_n - mean * mean, 0.0))
-    if stats.histogram is not None and stats.edges is not None:
-        profile["histogram"] = {
-            "sampled_every": HISTOGRAM_STRIDE,
-            "edges": [float(e) for e in stats.edges],
-            "counts": [int(c) for c in stats.histogram],
-            "below": stats.below,
-            "above": stats.above,
-        }
-    if stats.values:
-        profile["distinct"] = None if stats.pruned else len(stats.values)
-        profile["top"] = [[v, c] for v, c in stats.values.most_common(TOP_VALUES)]
+    moments, distribution = stats.moments, stats.distribution
+    if moments.n:
+        profile["mean"], profile["std"] = moments.mean, moments.std
+        quantiles = distribution.quantiles(list(QUANTILES.values()))
+        profile["quantiles"] = dict(zip(QUANTILES, quantiles, strict=True))
+        low, high = distribution.quantiles([0.0, 1.0])  # the finite extremes, exactly
+        edges, counts = distribution.histogram(low, high, HISTOGRAM_BINS)
+        profile["histogram"] = {"edges": edges, "counts": counts}
+        profile["exact"], profile["rank_error"] = distribution.exact, distribution.rank_error
+    if stats.values.counts:
+        profile["distinct"] = len(stats.values.counts) if stats.values.distinct_exact else None
+        profile["top"] = stats.values.top(TOP_VALUES)
+        profile["top_error"] = stats.values.error
     return profile
 
 
@@ -393,9 +362,9 @@ def _outcome(
         return f"{bad} other values", f"values in {list(check.values)}", bad == 0, detail
     # drift
     numeric = reference.get("numeric", {}).get(check.column)
-    if numeric is not None and stats.n:
+    if numeric is not None and stats.moments.n:
         mean, std = numeric
-        shift = abs(stats.total / stats.n - mean) / (std or 1.0)
+        shift = abs(stats.moments.mean - mean) / (std or 1.0)
         return round(shift, 6), f"mean shift <= {check.max} reference std", shift <= check.max, ""
     if check.column in reference.get("vocabularies", {}):
         share = bad / max(stats.count - stats.nulls, 1)
