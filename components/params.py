@@ -48,6 +48,7 @@ __all__ = [
     "TrainerParams",
     "TuneSelectParams",
     "fan_out_item",
+    "outside_storage_options",
     "params_for",
 ]
 
@@ -390,6 +391,16 @@ STEP_PARAMS: dict[str, type[Params]] = {
     "components.infer:run": InferParams,
     "components.publish:run": PublishParams,
 }
+
+
+def outside_storage_options(params: Mapping[str, Any]) -> dict[str, Any]:
+    """How a step's params reach the object store of its outside inputs (a source, an
+    outside model or scoring data): its ``storage_options``, else its ``source``'s."""
+    own = params.get("storage_options")
+    if own:
+        return dict(own)
+    source = params.get("source")
+    return dict(source.get("storage_options") or {}) if isinstance(source, Mapping) else {}
 
 
 def params_for(component: str) -> type[Params]:

@@ -9,6 +9,7 @@ key, what was expected, what was given and, when known, the file or override it 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from collections.abc import Sequence
 from importlib import resources
@@ -19,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from pipelines.config.schema import Config, register_schema
+from pipelines.config.secrets import Secret, find_secrets, redact
 from pipelines.config.validate import schema_at, unknown_key_error, validate
 from pipelines.errors import ConfigError
 
@@ -36,11 +38,18 @@ class ComposedConfig:
     search_path: tuple[Path, ...]
     overrides: tuple[str, ...]
 
+    @functools.cached_property
+    def secrets(self) -> list[Secret]:
+        """The credentials in the config (see :mod:`pipelines.config.secrets`)."""
+        return find_secrets(self.container)
+
     def to_yaml(self, *, resolve: bool = False) -> str:
-        """The composed config as YAML, with interpolations resolved or kept."""
+        """The composed config as YAML, with interpolations resolved or kept, and every
+        credential redacted (this text goes into run folders and terminals)."""
         if resolve:
-            return OmegaConf.to_yaml(OmegaConf.create(self.container))
-        return OmegaConf.to_yaml(self.raw)
+            return OmegaConf.to_yaml(OmegaConf.create(redact(self.container, self.secrets)))
+        raw = OmegaConf.to_container(self.raw, resolve=False)
+        return OmegaConf.to_yaml(OmegaConf.create(redact(raw, self.secrets)))
 
 
 def packaged_config_dir() -> Path:

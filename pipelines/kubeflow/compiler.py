@@ -80,6 +80,7 @@ from pipelines import k8s
 from pipelines.builder import build_dag
 from pipelines.config.compose import ComposedConfig
 from pipelines.config.schema import Config
+from pipelines.config.secrets import refuse_inline
 from pipelines.dag import RUN_DATE, RUN_ID, Dag, Ref, Step, Uri
 from pipelines.errors import KfbatchError
 from pipelines.kubeflow.launch import RUN_DATE_TOKEN, RUN_ID_TOKEN
@@ -108,9 +109,12 @@ def compile_pipeline(
     (``pipelines.kubeflow.org/v2beta1``) carrying both specs.
 
     Raises:
-        ConfigError: a ``kubeflow`` setting cannot be expressed (e.g. a malformed secret).
+        ConfigError: a credential is inline in the config (see
+            :func:`pipelines.config.secrets.refuse_inline`), or a ``kubeflow`` setting cannot
+            be expressed (e.g. a malformed secret).
         KfbatchError: a DAG step has no matching KFP declaration.
     """
+    refuse_inline(composed.container, "a compiled pipeline")
     pipeline = _build_pipeline(composed.config)
     _warn_of_pod_local_publishing(composed.config)
     with tempfile.TemporaryDirectory(prefix="kfbatch-compile-") as tmp:

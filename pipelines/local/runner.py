@@ -23,9 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from components.names import DAG_FILE, RUN_ID_ENV, RUN_MANIFEST_FILE, STEP_ENV
+from components.params import outside_storage_options
 from pipelines.builder import build_dag
 from pipelines.config.compose import ComposedConfig
 from pipelines.config.schema import RuntimeConfig
+from pipelines.config.secrets import Secret, redact
 from pipelines.dag import RUN_DATE, RUN_ID, Dag, Node, Ref, Uri
 from pipelines.errors import KfbatchError
 from pipelines.execution import substitute
@@ -81,6 +83,7 @@ def run_local(
         build_dag(composed.config),
         composed.config.runtime,
         config_yaml=composed.to_yaml(),
+        secrets=composed.secrets,
         no_cache=no_cache,
         run_id=run_id,
         reporter=reporter,
@@ -94,13 +97,18 @@ def run_dag(
     runtime: RuntimeConfig,
     *,
     config_yaml: str = "",
+    secrets: list[Secret] | None = None,
     no_cache: bool = False,
     run_id: str | None = None,
     reporter: Reporter | None = None,
     log_format: str = "text",
     smoke: bool = False,
 ) -> RunResult:
-    """Execute ``dag`` with the local runner's settings ``runtime`` (see :func:`run_local`)."""
+    """Execute ``dag`` with the local runner's settings ``runtime`` (see :func:`run_local`).
+
+    ``secrets`` (the config's credentials) are redacted from every record the run writes.
+    """
+    secrets = secrets or []
     run_id = run_id or _new_run_id(dag.name)
     runs_dir = Path(runtime.runs_dir)
     run_dir = runs_dir / run_id
@@ -112,10 +120,19 @@ def run_dag(
             f"run folder {run_dir} already exists; choose another --run-id"
         ) from None
     (run_dir / "config.yaml").write_text(config_yaml)
-    (run_dir / DAG_FILE).write_text(json.dumps(dag.to_dict(), indent=2, sort_keys=True))
+    dag_record = redact(dag.to_dict(), secrets)
+    (run_dir / DAG_FILE).write_text(json.dumps(dag_record, indent=2, sort_keys=True))
     _point_latest(runs_dir, run_id)
     execution = _Execution(
-        dag, runtime, run_id, run_dir, no_cache, reporter or LogReporter(), log_format, smoke
+        dag,
+        runtime,
+        run_id,
+        run_dir,
+        no_cache,
+        reporter or LogReporter(),
+        log_format,
+        smoke,
+        secrets,
     )
     return execution.run()
 
@@ -148,10 +165,12 @@ class _Execution:
         reporter: Reporter,
         log_format: str,
         smoke: bool,
+        secrets: list[Secret],
     ) -> None:
         self.dag, self.runtime, self.run_id, self.run_dir = dag, runtime, run_id, run_dir
         self.no_cache, self.reporter, self.log_format = no_cache, reporter, log_format
         self.smoke = smoke
+        self.secrets = secrets
         self.run_date = dag.run_date or datetime.now(UTC).date().isoformat()
         self.cache = StepCache(runtime.cache_dir)
         for path in self.cache.remove_abandoned():
@@ -274,7 +293,7 @@ class _Execution:
                 digests[input_name] = external_digest(
                     source.uri,
                     self.cache.root / "external.json",
-                    node.params.get("storage_options"),  # how the step reaches the store
+                    outside_storage_options(node.params),  # how the step reaches the store
                 )
             else:
                 ups = [self.records[n] for n in self.dag.node_names(source.step)]
@@ -388,8 +407,9 @@ class _Execution:
                 self._changed(record)
                 return
         self.cache.discard(staged)
-        attempt.update(status=FAILED, error=outcome.error)
-        record.error = outcome.error
+        error = redact(outcome.error, self.secrets)
+        attempt.update(status=FAILED, error=error)
+        record.error = error
         retryable = not outcome.permanent and len(record.attempts) <= node.step.retries
         if retryable and not self.stopping:
             backoff = self.runtime.retry_backoff_s * 2 ** (len(record.attempts) - 1)
@@ -399,7 +419,7 @@ class _Execution:
                 "step %s: attempt %d failed (%s); retrying in %.1fs",
                 name,
                 len(record.attempts),
-                outcome.error,
+                error,
                 backoff,
                 extra={"run_id": self.run_id, "step": name, "attempt": len(record.attempts)},
             )
@@ -458,6 +478,7 @@ class _Execution:
             "argv": sys.argv,
             "nodes": {name: asdict(record) for name, record in self.records.items()},
         }
+        manifest = redact(manifest, self.secrets)
         tmp = self.run_dir / "manifest.json.tmp"
         tmp.write_text(json.dumps(manifest, indent=2, default=str))
         os.replace(tmp, self.run_dir / RUN_MANIFEST_FILE)

@@ -34,6 +34,7 @@ from typing import Any
 
 from pipelines.config.compose import ComposedConfig
 from pipelines.config.schema import Config
+from pipelines.config.secrets import refuse_inline
 from pipelines.errors import ConfigError
 from pipelines.manifests import base, kfp_component, overlays, standalone
 from pipelines.manifests.deployment import MANAGED_BY, Deployment
@@ -51,8 +52,10 @@ def render_tree(composed: ComposedConfig, envs: Sequence[str] | None = None) -> 
             ``manifests.envs``).
 
     Raises:
-        ConfigError: an unknown environment, or no environment configured.
+        ConfigError: an unknown environment, no environment configured, or a credential
+            inline in the config (the tree is committed to Git).
     """
+    refuse_inline(composed.container, "GitOps manifests")
     config = composed.config
     known = sorted(config.manifests.envs)
     if not known:
