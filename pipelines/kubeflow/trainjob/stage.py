@@ -11,6 +11,7 @@ the task's artifacts.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from collections.abc import Mapping, Sequence
@@ -27,9 +28,14 @@ from pipelines.kubeflow.trainjob.build import (
     job_name,
     train_command,
 )
-from pipelines.kubeflow.trainjob.watch import run_trainjob
+from pipelines.kubeflow.trainjob.watch import job_state, run_trainjob
 
 __all__ = ["distributed_settings", "run_distributed"]
+
+log = logging.getLogger("kfbatch.trainjob")
+
+#: Written on the shared volume once the job has succeeded: a retry collects, never re-runs.
+_SUCCEEDED = "succeeded"
 
 
 def distributed_settings(config: Config, step: Step) -> str:
@@ -85,9 +91,14 @@ def run_distributed(
 
     Inputs are copied to ``<checkpoint mount>/kfbatch-jobs/<job>/inputs/`` on the shared
     PVC, the job's ranks write ``outputs/`` and ``metrics.json`` there (and their
-    checkpoints in ``checkpoints/``, which survive a retried task: same run, same job
-    name), and the outputs are copied into this task's artifact paths once the job has
-    succeeded; then the staged copies are removed (the checkpoints are kept).
+    checkpoints in ``checkpoints/``), and once the job has succeeded a ``succeeded`` marker
+    is written and the outputs are copied into this task's artifact paths; then the staged
+    inputs are removed.
+
+    Idempotent under KFP's retries (same run, same job name): a retry finds the marker and
+    collects the finished job's outputs without creating anything; one that finds the job
+    still running (same spec) follows it and leaves its staged data alone; only without
+    either does it stage afresh and create the job.
 
     Args:
         settings: :func:`distributed_settings`' JSON (from ``DISTRIBUTED_ENV``).
@@ -100,28 +111,51 @@ def run_distributed(
     name = job_name(decoded["pipeline"], decoded["step"], run_id or "no-run-id")
     stage = os.path.join(decoded["mount"], "kfbatch-jobs", name)
     staged_in = {
-        key: _stage(value, os.path.join(stage, "inputs", key)) for key, value in inputs.items()
+        key: _staged_path(value, os.path.join(stage, "inputs", key))
+        for key, value in inputs.items()
     }
     staged_out = {key: os.path.join(stage, "outputs", key) for key in outputs}
     metrics_path = os.path.join(stage, METRICS_FILE)
-    for path in (*staged_out.values(), metrics_path):
-        _remove(path)
+    marker = os.path.join(stage, _SUCCEEDED)
     args = train_command(
         component, inputs=staged_in, params=params, outputs=staged_out, metrics=metrics_path
     )
     env = {CHECKPOINT_DIR_ENV: os.path.join(stage, "checkpoints"), RUN_ID_ENV: run_id}
     manifest = _finish(decoded["manifest"], name=name, args=args, env=env)
     namespace = _pod_namespace() or decoded["namespace"]
-    run_trainjob(manifest, namespace, decoded["timeout_s"] or timeout_s, api=api, poll_s=poll_s)
+    if os.path.isfile(marker):
+        log.info("%s already succeeded in an earlier attempt; collecting its outputs", name)
+    else:
+        state = job_state(manifest, namespace, api=api)
+        if state in (None, "failed"):  # nothing to follow: stage afresh
+            for path in (*staged_out.values(), metrics_path):
+                _remove(path)
+            for key, value in inputs.items():
+                _copy_in(value, staged_in[key])
+        else:
+            log.info("%s is %s (an earlier attempt's); following it", name, state)
+
+        def succeeded() -> None:
+            with open(marker, "w", encoding="utf-8") as f:
+                f.write(name + "\n")
+
+        run_trainjob(
+            manifest,
+            namespace,
+            decoded["timeout_s"] or timeout_s,
+            api=api,
+            poll_s=poll_s,
+            on_succeeded=succeeded,
+        )
     for key, path in staged_out.items():
         _copy(path, outputs[key])
     results: dict[str, Any] = {}
     if os.path.isfile(metrics_path):
         with open(metrics_path, encoding="utf-8") as f:
             results = dict(json.load(f))
-    # The copies are in the task's artifacts now; the checkpoints stay for a warm start.
-    for folder in ("inputs", "outputs"):
-        _remove(os.path.join(stage, folder))
+    # The inputs' copies go; the outputs and the marker stay (small) until the run's folder
+    # is cleaned, so that a retry after this point still finds them.
+    _remove(os.path.join(stage, "inputs"))
     return results
 
 
@@ -147,15 +181,22 @@ def _finish(
     return job
 
 
-def _stage(value: str | list[str], target: str) -> str | list[str]:
-    """Copy a local input (file, directory, or list of them) to ``target``; URIs pass as-is."""
+def _staged_path(value: str | list[str], target: str) -> str | list[str]:
+    """Where a local input (file, directory, or list of them) is staged; URIs pass as-is."""
     if isinstance(value, list):
-        return [_stage(v, os.path.join(target, str(i))) for i, v in enumerate(value)]
-    if not os.path.exists(value):
-        return value  # an object-store URI the ranks read themselves
-    _remove(target)
-    _copy(value, target)
-    return target
+        return [_staged_path(v, os.path.join(target, str(i))) for i, v in enumerate(value)]
+    return target if os.path.exists(value) else value  # a URI the ranks read themselves
+
+
+def _copy_in(value: str | list[str], target: str | list[str]) -> None:
+    """Copy a local input to its staged path (from :func:`_staged_path`)."""
+    if isinstance(value, list):
+        for one, there in zip(value, target, strict=True):
+            _copy_in(one, there)
+        return
+    if isinstance(target, str) and target != value:
+        _remove(target)
+        _copy(value, target)
 
 
 def _copy(source: str, target: str) -> None:

@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import signal
 import threading
 import time
@@ -28,11 +29,18 @@ from typing import Any
 
 from pipelines.kubeflow.trainjob.build import JobKind, TrainJobError, job_kind
 
-__all__ = ["run_trainjob"]
+__all__ = ["MINIMUM_RELEASES", "job_state", "run_trainjob"]
 
 log = logging.getLogger("kfbatch.trainjob")
 
 _DIGEST_ANNOTATION = "kfbatch.io/spec-digest"
+#: The oldest releases whose CRDs hold every field kfbatch sets (the vendored schemas').
+MINIMUM_RELEASES = {
+    "TrainJob": "Kubeflow Trainer v2.3.0",
+    "PyTorchJob": "Kubeflow Training Operator v1.9",
+}
+#: What the API server says of a field its CRD lacks under strict field validation.
+_UNKNOWN_FIELD = re.compile(r'unknown field "([^"]+)"')
 
 
 def run_trainjob(
@@ -43,6 +51,7 @@ def run_trainjob(
     api: Any = None,
     poll_s: float = 10.0,
     on_status: Callable[[str], None] | None = None,
+    on_succeeded: Callable[[], None] | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> dict[str, Any]:
     """Create ``manifest`` (a TrainJob or PyTorchJob) in ``namespace`` and wait for its end.
@@ -56,6 +65,8 @@ def run_trainjob(
         api: A ``kubernetes.client.CustomObjectsApi``; by default one with the pod's
             in-cluster credentials, or the local kubeconfig outside a cluster.
         poll_s: Seconds between status reads (the first ones come sooner: 1 s, 2 s, ...).
+        on_succeeded: Called once the job has succeeded, before it is deleted (the
+            launcher records the success where a retried task finds it).
 
     Returns:
         The job as last read, with its ``status``.
@@ -82,6 +93,8 @@ def run_trainjob(
             state = _report_conditions(job, kind, seen, ref, say)
             if state == "succeeded":
                 say(f"{ref}: succeeded")
+                if on_succeeded is not None:
+                    on_succeeded()
                 _delete(api, kind, namespace, name)
                 return job
             if state == "failed":
@@ -100,6 +113,12 @@ def run_trainjob(
             f".{kind.group} (kfbatch manifests renders that Role)",
             404: f"; is {kind.kind} ({kind.api_version}) installed on this cluster?",
         }.get(error.status, "")
+        unknown = _UNKNOWN_FIELD.search(_api_error(error)) if error.status in (400, 422) else None
+        if unknown:
+            hint = (
+                f"; the cluster's {kind.kind} CRD has no field {unknown.group(1)}: kfbatch "
+                f"needs {MINIMUM_RELEASES.get(kind.kind, 'a newer release')} or later"
+            )
         raise TrainJobError(
             f"{ref}: the Kubernetes API answered {_api_error(error)}{hint}"
         ) from None
@@ -162,6 +181,33 @@ def _with_digest(manifest: dict[str, Any]) -> dict[str, Any]:
     return {**manifest, "metadata": {**meta, "annotations": annotations}}
 
 
+def job_state(manifest: Mapping[str, Any], namespace: str, *, api: Any = None) -> str | None:
+    """The state (``running``, ``succeeded``, ``failed``) of the job of ``manifest``'s name
+    already in ``namespace`` with the same spec, or None when there is none (or it differs).
+
+    A retried launcher asks this before it touches the job's staged data.
+    """
+    kind = job_kind(manifest)
+    body = _with_digest(manifest)
+    api = api if api is not None else _default_api()
+    existing = _get(api, kind, namespace, manifest["metadata"]["name"])
+    if existing is None or _digest(existing) != _digest(body):
+        return None
+    return _state(existing, kind)
+
+
+def _digest(job: Mapping[str, Any]) -> str | None:
+    return (job["metadata"].get("annotations") or {}).get(_DIGEST_ANNOTATION)
+
+
+def _create(api: Any, kind: JobKind, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+    """Create under strict field validation: a field the cluster's CRD lacks (an older
+    release) is refused by the API server instead of silently pruned."""
+    return api.create_namespaced_custom_object(
+        kind.group, kind.version, namespace, kind.plural, body, field_validation="Strict"
+    )
+
+
 def _create_or_adopt(
     api: Any,
     kind: JobKind,
@@ -171,24 +217,12 @@ def _create_or_adopt(
     say: Callable[[str], None],
     sleep: Callable[[float], None],
 ) -> dict[str, Any]:
-    """Create the job; if one of that name exists, reuse, follow or replace it."""
-    from kubernetes.client.exceptions import ApiException
-
+    """Follow the job of that name when it has the same spec and has not failed (a retried
+    task's); otherwise replace it, or create it."""
     name = body["metadata"]["name"]
-    try:
-        created = api.create_namespaced_custom_object(
-            kind.group, kind.version, namespace, kind.plural, body
-        )
-        say(f"{ref}: created")
-        return created
-    except ApiException as error:
-        if error.status != 409:
-            raise
     existing = _get(api, kind, namespace, name)
     if existing is not None:
-        same = (existing["metadata"].get("annotations") or {}).get(_DIGEST_ANNOTATION) == body[
-            "metadata"
-        ]["annotations"][_DIGEST_ANNOTATION]
+        same = _digest(existing) == _digest(body)
         state = _state(existing, kind)
         if same and state != "failed":
             say(f"{ref}: already exists with the same spec ({state}); following it")
@@ -201,9 +235,7 @@ def _create_or_adopt(
             sleep(1.0)
         else:
             raise TrainJobError(f"{ref}: the previous job of that name is still being deleted")
-    created = api.create_namespaced_custom_object(
-        kind.group, kind.version, namespace, kind.plural, body
-    )
+    created = _create(api, kind, namespace, body)
     say(f"{ref}: created")
     return created
 

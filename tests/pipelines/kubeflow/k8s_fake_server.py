@@ -13,6 +13,8 @@ DELETE   /apis/{group}/{version}/namespaces/{ns}/{plural}/{name}  delete_namespa
 
 Errors are ``Status`` objects with the API server's codes (404 NotFound, 409 AlreadyExists).
 ``on_create`` is called with each created object (a test plays the training pods there).
+``unknown_fields`` plays an older CRD: under ``fieldValidation=Strict`` a create whose body
+holds one of those dotted paths is refused with the API server's strict decoding error.
 Each ``GET`` of an object moves its ``status.conditions`` one step along ``progress`` (a
 list of condition lists; the last one stays), the way a controller would update it.
 """
@@ -33,6 +35,16 @@ _PATH = re.compile(
     r"^/apis/(?P<group>[^/]+)/(?P<version>[^/]+)/namespaces/(?P<ns>[^/]+)/(?P<plural>[^/]+)"
     r"(?:/(?P<name>[^/]+))?$"
 )
+
+
+def _holds(body: Any, dotted: str) -> bool:
+    """Whether ``body`` has a value at ``dotted`` (``spec.runtimePatches``)."""
+    node = body
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
 
 
 def condition(type_: str, status: str = "True", reason: str = "", message: str = "") -> dict:
@@ -62,9 +74,11 @@ class FakeKubernetes:
         progress: Sequence[Sequence[dict]] = (),
         *,
         on_create: Callable[[dict[str, Any]], None] | None = None,
+        unknown_fields: Sequence[str] = (),
     ) -> None:
         self.progress = [list(step) for step in progress]
         self.on_create = on_create
+        self.unknown_fields = tuple(unknown_fields)
         self.objects: dict[tuple[str, str, str, str], dict[str, Any]] = {}
         self.requests: list[Recorded] = []
         self._reads: dict[tuple[str, str, str, str], int] = {}
@@ -93,13 +107,16 @@ class FakeKubernetes:
         configuration.host = self.url
         return client.CustomObjectsApi(client.ApiClient(configuration))
 
-    def put(self, obj: dict[str, Any], plural: str) -> None:
-        """Store ``obj`` as if created earlier; its ``status`` stays as given."""
+    def put(self, obj: dict[str, Any], plural: str, *, progressing: bool = False) -> None:
+        """Store ``obj`` as if created earlier; its ``status`` stays as given, or with
+        ``progressing`` moves along ``progress`` like a created object's."""
         group, version = obj["apiVersion"].split("/")
         meta = obj["metadata"]
         key = (group, version, meta["namespace"], f"{plural}/{meta['name']}")
         self.objects[key] = obj
         self._reads.pop(key, None)
+        if progressing:
+            self._reads[key] = 0
 
     def calls(self) -> list[tuple[str, str]]:
         """(method, path) of every request, in order."""
@@ -138,7 +155,8 @@ class FakeKubernetes:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
                 body = json.loads(raw) if raw else None
-                path = self.path.split("?", 1)[0]
+                path, _, query = self.path.partition("?")
+                strict = "fieldValidation=Strict" in query.split("&")
                 with fake._lock:
                     fake.requests.append(Recorded(self.command, path, body))
                 match = _PATH.match(path)
@@ -148,6 +166,12 @@ class FakeKubernetes:
                     )
                     return
                 g, v, ns, plural, name = match.group("group", "version", "ns", "plural", "name")
+                unknown = [f for f in fake.unknown_fields if _holds(body, f)] if strict else []
+                if self.command == "POST" and unknown:
+                    self._status(
+                        400, "BadRequest", f'strict decoding error: unknown field "{unknown[0]}"'
+                    )
+                    return
                 with fake._lock:
                     self._dispatch(g, v, ns, plural, name, body)
 

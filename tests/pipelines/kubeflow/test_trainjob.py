@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import signal
 from pathlib import Path
 from typing import Any
@@ -191,13 +192,14 @@ def test_a_job_that_completes_is_followed_logged_and_deleted(
         assert fake.objects == {}  # deleted after success
     path = "/apis/trainer.kubeflow.org/v1alpha1/namespaces/team-ml/trainjobs"
     assert fake.calls() == [
+        ("GET", f"{path}/churn-train-0123456789"),  # looked up first: none yet
         ("POST", path),
         ("GET", f"{path}/churn-train-0123456789"),
         ("GET", f"{path}/churn-train-0123456789"),
         ("GET", f"{path}/churn-train-0123456789"),
         ("DELETE", f"{path}/churn-train-0123456789"),
     ]
-    posted = fake.requests[0].body
+    posted = fake.requests[1].body
     assert posted["metadata"]["namespace"] == "team-ml"
     assert "kfbatch.io/spec-digest" in posted["metadata"]["annotations"]
     assert final["status"]["conditions"][-1]["type"] == "Complete"
@@ -237,7 +239,7 @@ def test_a_pytorchjob_succeeds_on_its_own_condition() -> None:
     with FakeKubernetes([done]) as fake:
         job = build_pytorchjob(TrainingJobSpec(**COMMON))
         run_trainjob(job, "team-ml", 30, api=fake.api(), poll_s=0)
-    assert fake.calls()[0] == ("POST", "/apis/kubeflow.org/v1/namespaces/team-ml/pytorchjobs")
+    assert fake.calls()[1] == ("POST", "/apis/kubeflow.org/v1/namespaces/team-ml/pytorchjobs")
 
 
 def test_a_retried_task_follows_its_identical_job_and_replaces_a_failed_one() -> None:
@@ -248,13 +250,13 @@ def test_a_retried_task_follows_its_identical_job_and_replaces_a_failed_one() ->
         fake.put(dict(first, status={"conditions": done}), "trainjobs")
         fake.requests.clear()
         run_trainjob(_job(), "team-ml", 30, api=fake.api(), poll_s=0)
-        assert [m for m, _ in fake.calls()] == ["POST", "GET", "DELETE"]
+        assert [m for m, _ in fake.calls()] == ["GET", "DELETE"]
         # A failed job of that name: deleted and created again.
         failed = dict(first, status={"conditions": [condition("Failed", reason="X")]})
         fake.put(failed, "trainjobs")
         fake.requests.clear()
         run_trainjob(_job(), "team-ml", 30, api=fake.api(), poll_s=0)
-        assert [m for m, _ in fake.calls()][:5] == ["POST", "GET", "DELETE", "GET", "POST"]
+        assert [m for m, _ in fake.calls()][:4] == ["GET", "DELETE", "GET", "POST"]
 
 
 def test_an_api_refusal_is_one_clear_line() -> None:
@@ -402,7 +404,8 @@ def test_run_distributed_stages_inputs_runs_the_job_and_returns_its_outputs(
     stage = tmp_path / "mnt" / "kfbatch-jobs" / job["metadata"]["name"]
     assert env["KFBATCH_CHECKPOINT_DIR"] == os.fspath(stage / "checkpoints")
     assert env["KFBATCH_RUN_ID"] == "run-7"
-    assert sorted(p.name for p in stage.iterdir()) == ["metrics.json"]  # staged copies gone
+    # the inputs' copies are gone; the outputs and the success marker stay for a retry
+    assert sorted(p.name for p in stage.iterdir()) == ["metrics.json", "outputs", "succeeded"]
 
 
 def test_the_launcher_trains_through_a_job_when_the_compiler_says_so(
@@ -457,6 +460,95 @@ def test_the_launcher_trains_through_a_job_when_the_compiler_says_so(
     assert returned == {"val_roc_auc": 0.75}
     assert metrics.metadata == {"val_roc_auc": 0.75}
     assert Path(model.path, "weights.pt").read_text() == "w"
-    posted = fake.requests[0]
+    assert fake.requests[0].method == "GET"  # looked up first: a retry adopts its job
+    posted = next(r for r in fake.requests if r.method == "POST")
     assert posted.path == "/apis/trainer.kubeflow.org/v1alpha1/namespaces/kubeflow/trainjobs"
     assert posted.body["spec"]["trainer"]["numNodes"] == 2
+
+
+def _run_train(settings: str, task: Path, api: Any, **kwargs: Any) -> dict[str, Any]:
+    return run_distributed(
+        settings,
+        component="components.train:run",
+        params={"epochs": 1},
+        inputs={"dataset": str(task / "dataset")},
+        outputs={"model": str(task / "model")},
+        run_id="run-7",
+        api=api,
+        poll_s=0,
+        **kwargs,
+    )
+
+
+def _rank_zero(job: dict[str, Any]) -> None:
+    """Play the training pods: write the model and the metrics where the job says."""
+    args = job["spec"]["trainer"]["args"]
+    values = dict(zip(args[2::2], args[3::2], strict=True))
+    model = Path(json.loads(values["--outputs"])["model"])
+    model.mkdir(parents=True, exist_ok=True)
+    (model / "weights.pt").write_text(
+        Path(json.loads(values["--inputs"])["dataset"], "rows").read_text()
+    )
+    Path(values["--metrics"]).write_text(json.dumps({"val_roc_auc": 0.9}))
+
+
+@pytest.fixture
+def launcher(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[str, Path]:
+    """The training task's settings and a task folder holding its dataset input."""
+    monkeypatch.setattr(staging, "_pod_namespace", lambda: "team-ml")
+    composed = _composed(tmp_path)
+    settings = staging.distributed_settings(
+        composed.config, build_dag(composed.config).step("train")
+    )
+    (tmp_path / "task" / "dataset").mkdir(parents=True)
+    (tmp_path / "task" / "dataset" / "rows").write_text("v1")
+    return settings, tmp_path / "task"
+
+
+def test_a_retry_after_the_job_succeeded_collects_its_outputs_and_creates_nothing(
+    launcher: tuple[str, Path], tmp_path: Path
+) -> None:
+    settings, task = launcher
+    with FakeKubernetes([[condition("Complete")]], on_create=_rank_zero) as fake:
+        assert _run_train(settings, task, fake.api()) == {"val_roc_auc": 0.9}
+    # The launcher pod dies after the job succeeded (and was deleted); KFP retries the task
+    # with fresh artifact folders.
+    shutil.rmtree(task / "model")
+    with FakeKubernetes([[condition("Complete")]], on_create=_rank_zero) as retry:
+        assert _run_train(settings, task, retry.api()) == {"val_roc_auc": 0.9}
+        assert retry.calls() == []  # nothing looked up, created or re-run
+    assert (task / "model" / "weights.pt").read_text() == "v1"
+
+
+def test_a_retry_while_the_job_runs_follows_it_and_leaves_its_staged_data_alone(
+    launcher: tuple[str, Path], tmp_path: Path
+) -> None:
+    settings, task = launcher
+    # Attempt 1 creates the job, then its pod dies while the job runs (here: a timeout
+    # stands in for the dead launcher; the POST body is what the cluster holds).
+    with FakeKubernetes([[]]) as first:
+        with pytest.raises(TrainJobError, match="did not finish"):
+            _run_train(settings, task, first.api(), timeout_s=0.01)
+        (created,) = [r.body for r in first.requests if r.method == "POST"]
+    stage = tmp_path / "mnt" / "kfbatch-jobs" / created["metadata"]["name"]
+    assert (stage / "inputs" / "dataset" / "rows").read_text() == "v1"
+    (task / "dataset" / "rows").write_text("v2")  # a re-copy would show
+    running = {**created, "metadata": {**created["metadata"], "namespace": "team-ml"}}
+    with FakeKubernetes([[], [condition("Complete")]]) as retry:
+        retry.put(running, "trainjobs", progressing=True)
+        _rank_zero(running)  # the live ranks finish their work
+        assert _run_train(settings, task, retry.api()) == {"val_roc_auc": 0.9}
+        assert "POST" not in {method for method, _ in retry.calls()}
+    assert (task / "model" / "weights.pt").read_text() == "v1"  # the job's data, untouched
+
+
+def test_a_field_the_clusters_crd_lacks_is_refused_naming_the_release(
+    launcher: tuple[str, Path],
+) -> None:
+    settings, task = launcher
+    old_crd = FakeKubernetes([[condition("Complete")]], unknown_fields=["spec.runtimePatches"])
+    with old_crd as old, pytest.raises(TrainJobError) as error:
+        _run_train(settings, task, old.api())
+    message = str(error.value)
+    assert "strict decoding error" in message
+    assert "has no field spec.runtimePatches: kfbatch needs Kubeflow Trainer v2.3.0" in message
