@@ -178,23 +178,35 @@ def child(args: str) -> None:
         print(json.dumps({"rows": rows, "start": start, "end": time.time(), "rate": rate}))
         return
     model_dir, data, out, shards, shard, batch_size = job
+    params = _infer_params(model_dir, data, shards, shard, batch_size)
     time.sleep(max(0.0, start_at - time.time()))
     start = time.time()
-    metrics = infer.run(
-        {"scoring": data, "model": model_dir},
-        {
-            "shard": shard,
-            "shards": shards,
-            "batch_size": batch_size,
-            "id_column": "id",
-            "run_id": "bench",
-            "threads": 1,
-        },
-        {"predictions": out},
-    )
+    metrics = infer.run({"scoring": data, "model": model_dir}, params, {"predictions": out})
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result = {"rows": metrics["rows"], "start": start, "end": time.time(), "peak_rss_mb": peak}
     print(json.dumps(result))
+
+
+def _infer_params(model_dir: str, data: str, shards: int, shard: int, batch_size: int) -> dict:
+    """Branch ``shard``'s params of a scoring-only run, composed as ``kfbatch run`` would
+    (one CPU per shard: one torch thread)."""
+    from pipelines.builder import build_dag
+    from pipelines.config.compose import compose_config
+    from pipelines.dag import RUN_ID
+    from pipelines.execution import substitute
+
+    overrides = [
+        "stages=[infer]",
+        f"inference.model_uri={model_dir}",
+        f"inference.data_uri={data}",
+        f"inference.shards={shards}",
+        f"inference.batch_size={batch_size}",
+        "data.id_column=id",
+        "resources.steps.infer.cpu=1",
+    ]
+    dag = build_dag(compose_config(overrides).config)
+    params = dict(dag.node(dag.node_names("infer")[shard]).params)
+    return substitute(params, RUN_ID, "bench")
 
 
 def forward_rate(

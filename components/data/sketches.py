@@ -1,8 +1,8 @@
 """Mergeable column summaries with stated error, for profiles of data of any size.
 
 * :class:`Moments`: count, mean and variance merged batch by batch with Chan et al.'s
-  formula (exact to float64 rounding: no ``sum(x^2) - n mean^2`` cancellation on large,
-  offset columns).
+  formula from each batch's stable Arrow mean and variance (exact to float64 rounding: no
+  ``sum(x^2) - n mean^2`` cancellation on large, offset columns).
 * :class:`Distribution`: quantiles and a histogram over the full [min, max] range; exact
   while few values have been seen, then from an Apache DataSketches KLL sketch whose
   normalized rank error (about 1.3% at k=200, with 99% confidence) is reported.
@@ -36,14 +36,15 @@ class Moments:
     mean: float = 0.0
     m2: float = 0.0
 
-    def add(self, values: np.ndarray) -> None:
-        """Merge one batch (two passes over it, then Chan's pairwise update)."""
-        count = values.size
+    def add(self, values: pa.Array | np.ndarray) -> None:
+        """Merge one batch of finite values: its own mean and variance (Arrow's stable
+        kernels, which release the GIL), then Chan's pairwise update."""
+        column = values if isinstance(values, pa.Array) else pa.array(values)
+        count = len(column) - column.null_count
         if count == 0:
             return
-        batch_mean = float(values.mean())
-        deviations = values - batch_mean
-        batch_m2 = float(np.dot(deviations, deviations))
+        batch_mean = float(pc.mean(column).as_py())
+        batch_m2 = float(pc.variance(column, ddof=0).as_py()) * count
         delta = batch_mean - self.mean
         total = self.n + count
         self.mean += delta * count / total

@@ -198,11 +198,12 @@ def test_quality_report_lists_checks_and_profiles(tmp_path: Path) -> None:
     }
     amount = report["profiles"]["prepared"]["columns"]["amount"]
     assert (amount["min"], amount["max"], amount["count"]) == (0.0, 20.0, 300)
-    assert sum(amount["histogram"]["counts"]) == 300  # every value, over [min, max]
-    assert amount["exact"] is True and amount["rank_error"] == 0.0
+    # moments over every value; quantiles and histogram over 1 value in 8, over [min, max]
     amounts = np.clip([i % 31 * 1.0 for i in range(300)], 0, 20)
     assert amount["std"] == pytest.approx(float(np.std(amounts)), rel=1e-12)
-    assert amount["quantiles"]["p50"] == float(np.quantile(amounts, 0.5))
+    assert amount["sampled_every"] == 8 and sum(amount["histogram"]["counts"]) == 38
+    assert amount["exact"] is True and amount["rank_error"] == 0.0
+    assert amount["quantiles"]["p50"] == float(np.quantile(amounts[::8], 0.5))
     markdown = (tmp_path / "out" / "quality" / "quality.md").read_text()
     assert "| days.null_fraction | warn | warn | 0.1433 | null fraction <= 0.1 |" in markdown
 
