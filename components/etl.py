@@ -199,7 +199,9 @@ def run(
     reader: _Reader = functools.partial(read_batches, fs, files, fmt, job.options)
     strata = _stratify(job, reader) if job.params.split.stratify else None
     profiles = {
-        stage: Profile([c for c in job.checks if c.on == stage], job.reference)
+        stage: Profile(
+            [c for c in job.checks if c.on == stage], job.reference, id_column=job.id_column
+        )
         for stage in ("raw", "prepared")
     }
     with quarantine(job.rejects_dir) as rejects:

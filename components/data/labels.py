@@ -99,11 +99,12 @@ class LabelGate:
         """``data`` less the rows with an undeclared label (each rejected)."""
         if self.task == "regression" or self.column not in data.schema.names:
             return data  # a missing target is reported where the schema is checked
-        labels = _as_labels(data.column(self.column))
-        if self.classes is None:
-            self.seen.update(pc.unique(pc.drop_null(labels)).to_pylist())
+        column = data.column(self.column)
+        if self.classes is None:  # the labels of the distinct values only: cheap per batch
+            self.seen.update(_as_labels(pc.unique(pc.drop_null(column))).to_pylist())
             _check_label_count(self.task, self.column, sorted(self.seen, key=_label_order))
             return data
+        labels = _as_labels(column)
         other = pc.invert(pc.is_in(labels, value_set=self.classes))  # null labels: null
         other = pc.fill_null(other, False).to_numpy(zero_copy_only=False)
         if not other.any():

@@ -156,11 +156,20 @@ class _ColumnStats:
 class Profile:
     """Per-column statistics of a stream of batches, plus the counts the checks need."""
 
-    def __init__(self, checks: list[Check], reference: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        checks: list[Check],
+        reference: dict[str, Any] | None = None,
+        *,
+        id_column: str | None = None,
+    ) -> None:
         self.rows = 0
         self.columns: dict[str, _ColumnStats] = {}
         self._checks = checks
         self._reference = reference or {}
+        # Ids are unique by contract (ETL counts repeats itself): their top values say
+        # nothing, and counting them would hash every id of every batch.
+        self._id_column = id_column
 
     def update(self, batch: pa.RecordBatch) -> None:
         """Add ``batch`` to the statistics."""
@@ -176,7 +185,9 @@ class Profile:
                 _numeric(stats, column)
             elif pa.types.is_timestamp(kind) or pa.types.is_date(kind):
                 _bounds(stats, pc.cast(pc.cast(column, pa.timestamp("s")), pa.int64()))
-            elif pa.types.is_string(kind) or pa.types.is_large_string(kind):
+            elif (pa.types.is_string(kind) or pa.types.is_large_string(kind)) and (
+                name != self._id_column
+            ):
                 _text(stats, column)
         for check in self._checks:
             if check.column is None or check.check not in ("range", "allowed", "drift"):
